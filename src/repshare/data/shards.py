@@ -1,0 +1,112 @@
+"""Prepared-data format: per split, numbered ``.npz`` shards plus one ``manifest.json``.
+
+A shard holds ``images`` (uint8 N,H,W,3), ``labels`` (int64 N), and the boxes as CSR arrays
+(``boxes`` float32 M,4 xyxy pixels, ``box_classes`` int64 M, ``box_offsets`` int64 N+1, local to
+the shard). The manifest records counts, every shard's sha256 and the config, so a corrupted or
+truncated shard is caught by name when a later stage loads it.
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from repshare.utils.io import read_json, sha256_file, write_json
+
+MANIFEST = "manifest.json"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Split:
+    """One split in memory (same fields as ``ShapeSet``)."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    boxes: np.ndarray
+    box_classes: np.ndarray
+    box_offsets: np.ndarray
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def boxes_of(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        a, b = self.box_offsets[n], self.box_offsets[n + 1]
+        return self.boxes[a:b], self.box_classes[a:b]
+
+
+def write_split(root: Path, split: str, data: Any, shard_size: int) -> dict[str, Any]:
+    """Write ``data`` (anything with Split's fields) as shards under ``root``; return its manifest entry."""
+    root.mkdir(parents=True, exist_ok=True)
+    n = len(data.labels)
+    files = []
+    for k, start in enumerate(range(0, max(n, 1), shard_size)):
+        stop = min(start + shard_size, n)
+        a, b = int(data.box_offsets[start]), int(data.box_offsets[stop])
+        path = root / f"{split}-{k:05d}.npz"
+        np.savez(
+            path,
+            images=data.images[start:stop],
+            labels=data.labels[start:stop],
+            boxes=data.boxes[a:b],
+            box_classes=data.box_classes[a:b],
+            box_offsets=data.box_offsets[start : stop + 1] - a,
+        )
+        files.append({"file": path.name, "n": stop - start, "sha256": sha256_file(path)})
+    h, w = data.images.shape[1:3]
+    return {"n": n, "n_boxes": int(len(data.boxes)), "image_size": [int(h), int(w)], "shards": files}
+
+
+def write_manifest(root: Path, splits: dict[str, Any], meta: dict[str, Any]) -> None:
+    write_json(root / MANIFEST, {"format_version": FORMAT_VERSION, "splits": splits, **meta})
+
+
+def read_manifest(root: str | Path) -> dict[str, Any]:
+    root = Path(root)
+    if not (root / MANIFEST).is_file():
+        raise FileNotFoundError(f"no prepared data at {root} (missing {MANIFEST}); run the prepare stage first")
+    return read_json(root / MANIFEST)
+
+
+def load_split(root: str | Path, split: str, verify: bool = True) -> Split:
+    """Load a whole split into memory; with ``verify`` every shard's checksum is checked first."""
+    root = Path(root)
+    manifest = read_manifest(root)
+    if split not in manifest["splits"]:
+        raise KeyError(f"split {split!r} not in {root / MANIFEST} (have: {', '.join(manifest['splits'])})")
+    entry = manifest["splits"][split]
+    parts = []
+    for shard in entry["shards"]:
+        path = root / shard["file"]
+        if not path.is_file():
+            raise FileNotFoundError(f"missing shard {path}")
+        if verify and sha256_file(path) != shard["sha256"]:
+            raise ValueError(f"corrupted shard {path}: checksum differs from {MANIFEST}; rerun the prepare stage")
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                parts.append({k: z[k] for k in ("images", "labels", "boxes", "box_classes", "box_offsets")})
+        except (zipfile.BadZipFile, ValueError, OSError, KeyError, io.UnsupportedOperation) as err:
+            raise ValueError(f"corrupted shard {path}: {err}") from None
+    offsets, base = [np.zeros(1, np.int64)], 0
+    for p in parts:
+        offsets.append(p["box_offsets"][1:] + base)
+        base += int(p["box_offsets"][-1])
+    meta = {k: v for k, v in manifest.items() if k != "splits"}
+    return Split(
+        images=np.concatenate([p["images"] for p in parts]),
+        labels=np.concatenate([p["labels"] for p in parts]).astype(np.int64),
+        boxes=np.concatenate([p["boxes"] for p in parts]).astype(np.float32).reshape(-1, 4),
+        box_classes=np.concatenate([p["box_classes"] for p in parts]).astype(np.int64),
+        box_offsets=np.concatenate(offsets),
+        meta=meta,
+    )
+
+
+def prepared_dir(cfg: Any) -> Path:
+    return Path(cfg.paths.data_dir) / "prepared"
