@@ -30,8 +30,8 @@ class ShapesDataConfig:
 
     _target_: str = "repshare.data.shapes.ShapesSource"
     name: str = "shapes"
-    image_size: int = 128
-    n_train: int = 4000
+    image_size: int = 64
+    n_train: int = 16000
     n_val: int = 1000
     num_classes: int = 8
     max_objects: int = 3  # objects per image (the largest one gives the class label)
@@ -127,7 +127,7 @@ class OptimConfig:
     label_smoothing: float = 0.0
     augment: bool = True
     num_workers: int = 0
-    limit_train_batches: Optional[float] = None
+    limit_train_batches: Optional[float] = None  # int = batches per epoch, float = fraction
 
 
 @dataclass

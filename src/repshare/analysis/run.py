@@ -143,8 +143,9 @@ def run_analyze(cfg: DictConfig) -> dict[str, Any]:
                                       "CI high": row.get("ci_high"), "spearman": row.get("rho"),
                                       "n": row.get("n"), "paper |r|": paper_r.get(key) if key else None,
                                       "note": row.get("reason", "")})
+            heatmap = results / "cka" / "cka_heatmap.png"  # Fig. 2, from the cka stage
             build_report(
-                rep_dir, [f3[0], f4[0]],
+                rep_dir, [heatmap, f3[0], f4[0]] if heatmap.is_file() else [f3[0], f4[0]],
                 {"Correlation: ours vs paper": ours_vs_paper,
                  "All correlations": rows,
                  "Collapse threshold": [thr],

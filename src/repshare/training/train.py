@@ -24,7 +24,7 @@ from pytorch_lightning.loggers import CSVLogger, WandbLogger
 from repshare.data.datamodule import PreparedDataModule
 from repshare.data.shards import load_split, prepared_dir
 from repshare.models.checkpoint import save_model
-from repshare.models.classifier import ClassifierModule, build_classifier
+from repshare.models.classifier import ClassifierModule, build_classifier, zero_init_residual_branches
 from repshare.models.detector import DetectorModule, build_detector, init_backbone_from_classifier
 from repshare.models.load import (classifier_kwargs, classifier_preprocess, detector_kwargs, detector_preprocess,
                                   model_dir, resolve_device)
@@ -63,9 +63,11 @@ def make_trainer(cfg: DictConfig, name: str, epochs: int, ckpt_dir: Path, opt: D
         loggers.append(WandbLogger(project=cfg.logger.project, entity=cfg.logger.entity, save_dir=cfg.logger.dir,
                                    offline=wandb_mode(cfg) == "offline", name=f"{cfg.experiment_name}-{name}",
                                    group=cfg.experiment_name, job_type=f"train_{name}"))
+    ltb = opt.limit_train_batches
+    ltb = 1.0 if ltb is None else (int(ltb) if ltb > 1 else float(ltb))  # >1: a number of batches
     ckpt = ModelCheckpoint(dirpath=str(ckpt_dir), save_last=True, save_top_k=0, every_n_epochs=1)
     return pl.Trainer(max_epochs=epochs, logger=loggers, callbacks=[ckpt], default_root_dir=str(ckpt_dir),
-                      limit_train_batches=opt.limit_train_batches or 1.0, **kwargs)
+                      limit_train_batches=ltb, **kwargs)
 
 
 def finish(cfg: DictConfig, name: str, model, model_cfg: DictConfig, metrics: dict, ckpt_dir: Path | None) -> dict:
@@ -95,7 +97,7 @@ def train_classifier(cfg: DictConfig) -> dict:
     t0 = time.time()
     fp = fingerprint(cfg.seed, cfg.data, c, opt, cfg.trainer)
     ckpt_dir, resume = state_dir(cfg, "classifier", fp)
-    model = build_classifier(**classifier_kwargs(cfg, use_trained=False))
+    model = zero_init_residual_branches(build_classifier(**classifier_kwargs(cfg, use_trained=False)))
     pre = classifier_preprocess(cfg, model)
     module = ClassifierModule(model, pre, c.num_classes, opt.lr, opt.weight_decay, opt.warmup_epochs, opt.epochs,
                               opt.label_smoothing, opt.augment)
