@@ -84,6 +84,16 @@ def _nan_result(n: int, reason: str) -> dict[str, Any]:
             "n": n, "reason": reason}
 
 
+def finite_pairs(x, y, x_name: str, y_name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Flatten to float arrays of equal length and drop the pairs where either value is not finite."""
+    x = np.asarray(x, dtype=float).ravel()
+    y = np.asarray(y, dtype=float).ravel()
+    if x.shape != y.shape:
+        raise ValueError(f"{x_name} and {y_name} differ in length: {x.size} vs {y.size}")
+    keep = np.isfinite(x) & np.isfinite(y)
+    return x[keep], y[keep]
+
+
 def correlate(x: Sequence[float], y: Sequence[float], n_bootstrap: int = 2000, ci: float = 0.95,
               seed: int = 0) -> dict[str, Any]:
     """Pearson r (+ two-sided p), Spearman rho (+ p) and a bootstrap percentile CI of Pearson r.
@@ -94,12 +104,7 @@ def correlate(x: Sequence[float], y: Sequence[float], n_bootstrap: int = 2000, c
     """
     if not 0.0 < ci < 1.0:
         raise ValueError(f"ci={ci!r} must be in (0, 1)")
-    x = np.asarray(x, dtype=float).ravel()
-    y = np.asarray(y, dtype=float).ravel()
-    if x.shape != y.shape:
-        raise ValueError(f"x and y differ in length: {x.size} vs {y.size}")
-    keep = np.isfinite(x) & np.isfinite(y)
-    x, y = x[keep], y[keep]
+    x, y = finite_pairs(x, y, "x", "y")
     n = int(x.size)
     if n < 3:
         return _nan_result(n, f"need at least 3 finite points, got {n}")
@@ -170,12 +175,7 @@ def collapse_threshold(S: Sequence[float], acc: Sequence[float], drop: float = 0
     """
     if not 0.0 < drop <= 1.0:
         raise ValueError(f"drop={drop!r} must be in (0, 1]")
-    s = np.asarray(S, dtype=float).ravel()
-    a = np.asarray(acc, dtype=float).ravel()
-    if s.shape != a.shape:
-        raise ValueError(f"S and acc differ in length: {s.size} vs {a.size}")
-    keep = np.isfinite(s) & np.isfinite(a)
-    s, a = s[keep], a[keep]
+    s, a = finite_pairs(S, acc, "S", "acc")
     if s.size == 0:
         raise ValueError("collapse_threshold needs at least one finite (S, acc) pair")
     thr = drop * float(a.max())
