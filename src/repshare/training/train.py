@@ -109,7 +109,8 @@ def train_classifier(cfg: DictConfig) -> dict:
     if cfg.trainer.fast_dev_run:
         return {}
     metrics = evaluate_classifier(model.eval(), pre, val, c.num_classes, 250, device)
-    metrics.update(epochs=opt.epochs, n_train=len(dm.train_set), seconds=round(time.time() - t0, 1), trained=True)
+    metrics.update(epochs=opt.epochs, n_train=len(dm.train_set), images_seen=trainer.global_step * opt.batch_size,
+                   seconds=round(time.time() - t0, 1), trained=True)
     return finish(cfg, "classifier", model, c, metrics, ckpt_dir)
 
 
@@ -141,6 +142,6 @@ def train_detector(cfg: DictConfig) -> dict:
     if cfg.trainer.fast_dev_run:
         return {}
     metrics = evaluate_detector(model.eval(), pre, val, 50, device)
-    metrics.update(epochs=opt.epochs, n_train=len(dm.train_set), seconds=round(time.time() - t0, 1), trained=True,
-                   backbone_tensors_from_classifier=copied)
+    metrics.update(epochs=opt.epochs, n_train=len(dm.train_set), images_seen=trainer.global_step * opt.batch_size,
+                   seconds=round(time.time() - t0, 1), trained=True, backbone_tensors_from_classifier=copied)
     return finish(cfg, "detector", model, d, metrics, ckpt_dir)
