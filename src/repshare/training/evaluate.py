@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
+from omegaconf import DictConfig
 from torch import nn
 from torch.utils.data import DataLoader
 from torchmetrics.classification import MulticlassAccuracy
@@ -51,3 +54,35 @@ def evaluate_detector(model: nn.Module, pre: Preprocess, split: Split, batch_siz
     res = metric.compute()
     return {"map": float(res["map"]), "map_50": float(res["map_50"]), "map_75": float(res["map_75"]),
             "n": len(split)}
+
+
+WHICH = ("classifier", "detector", "both")
+
+
+def evaluate_models(cfg: DictConfig, which: str = "both") -> dict:
+    """Evaluate the configured source models on the prepared val split (real mode: ImageNet / COCO)."""
+    from repshare.data.shards import load_split, prepared_dir
+    from repshare.models.load import load_classifier, load_detector, resolve_device
+    from repshare.utils.io import write_json
+    from repshare.utils.record import provenance
+
+    split = load_split(prepared_dir(cfg), "val")
+    device = resolve_device(cfg.capture.device)
+    out = {}
+    if which not in WHICH:
+        raise ValueError(f"which={which!r} must be one of {', '.join(WHICH)}")
+    if which in ("classifier", "both"):
+        model, pre = load_classifier(cfg)
+        out["classifier"] = evaluate_classifier(model, pre, split, cfg.model.classifier.num_classes, 100, device)
+    if which in ("detector", "both"):
+        if not len(split.box_classes):
+            raise ValueError(f"the {cfg.data.name} data has no boxes: use data=coco (or shapes) for the detector")
+        model, pre = load_detector(cfg)
+        out["detector"] = evaluate_detector(model, pre, split, 16, device)
+    for name, metrics in out.items():
+        write_json(Path(cfg.paths.results_dir) / "metrics" / f"eval_{name}.json",
+                   {**metrics, "data": cfg.data.name, "provenance": provenance(cfg, "evaluate_models")})
+        print(name, {k: v for k, v in metrics.items()})
+    return out
+
+
