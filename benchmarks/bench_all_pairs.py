@@ -12,7 +12,11 @@ accuracy difference between the two paths (must be 0).
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import platform
 import time
+from pathlib import Path
 
 import torch
 import timm
@@ -39,9 +43,10 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=256)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--size", type=int, default=64, help="classifier input size")
-    ap.add_argument("--det-size", type=int, default=64, help="detector input size")
+    ap.add_argument("--det-size", type=int, default=128, help="detector input size (embedded config: 128)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--method", default="bilinear")
+    ap.add_argument("--out", default=None, help="write the JSON record here")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -71,6 +76,14 @@ def main() -> None:
     print(f"speed-up                  : {t_sep / t_all:8.2f} x  (FLOP bound {ideal:.2f} x)")
     print(f"max |acc difference|      : {diff:.3g}")
     print(f"accuracy range over pairs : {accs[0]:.3f} .. {accs[-1]:.3f}")
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps({
+            "n": args.n, "batch": args.batch, "classifier_size": args.size, "detector_size": args.det_size,
+            "threads": args.threads, "seconds_all_pairs": t_all, "seconds_separate": t_sep,
+            "speedup": t_sep / t_all, "flop_bound": ideal, "max_abs_acc_diff": diff,
+            "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count()},
+        }, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -49,20 +49,22 @@ def detector_preprocess(cfg: DictConfig) -> Preprocess:
     return Preprocess(d.image_size, d.mean or IMAGENET_MEAN, d.std or IMAGENET_STD, "bilinear")
 
 
-def classifier_kwargs(cfg: DictConfig, use_trained: bool = True) -> dict:
-    kw = dict(cfg.model.classifier)
+def model_kwargs(cfg: DictConfig, name: str, use_trained: bool = True) -> dict:
+    """Builder kwargs of model ``name`` (classifier | detector); without pretrained weights or a
+    checkpoint_path, the weights the training stage wrote are used."""
+    kw = dict(cfg.model[name])
     kw.pop("_target_", None)
     if use_trained and not kw["checkpoint_path"] and not kw["pretrained"]:
-        kw["checkpoint_path"] = str(trained_weights(cfg, "classifier"))
+        kw["checkpoint_path"] = str(trained_weights(cfg, name))
     return kw
+
+
+def classifier_kwargs(cfg: DictConfig, use_trained: bool = True) -> dict:
+    return model_kwargs(cfg, "classifier", use_trained)
 
 
 def detector_kwargs(cfg: DictConfig, use_trained: bool = True) -> dict:
-    kw = dict(cfg.model.detector)
-    kw.pop("_target_", None)
-    if use_trained and not kw["checkpoint_path"] and not kw["pretrained"]:
-        kw["checkpoint_path"] = str(trained_weights(cfg, "detector"))
-    return kw
+    return model_kwargs(cfg, "detector", use_trained)
 
 
 def load_classifier(cfg: DictConfig) -> tuple[nn.Module, Preprocess]:
