@@ -12,29 +12,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from repshare.features.stages import run_from, run_stages
+from repshare.sharing import (LayeredNet, MergedClassifier, SkipAlignedMerge, align_inputs, crossing_positions,
+                              memory_saved_frac, model_bytes, model_params, offloaded_bytes, offloaded_params)
 from repshare.sharing.adapter import RESIZE_METHODS, Adapter, channel_index, resize
-from repshare.sharing.evaluate import (
-    count_flops,
-    cumulative_stage_flops,
-    evaluate_all_pairs,
-    evaluate_classifier,
-    evaluate_pair,
-    stage_flops,
-)
-from repshare.sharing.memory import (
-    memory_saved_frac,
-    model_bytes,
-    model_params,
-    offloaded_bytes,
-    offloaded_params,
-)
-from repshare.sharing.merged import (
-    LayeredNet,
-    MergedClassifier,
-    SkipAlignedMerge,
-    align_inputs,
-    crossing_positions,
-)
+from repshare.sharing.evaluate import (count_flops, cumulative_stage_flops, evaluate_all_pairs, evaluate_classifier,
+                                       evaluate_pair, stage_flops)
 
 torch.set_num_threads(1)
 
