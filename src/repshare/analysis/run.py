@@ -116,13 +116,11 @@ def run_analyze(cfg: DictConfig) -> dict[str, Any]:
     bars = abs_r_rows(rows, paper_r)
 
     with atomic_dir(results / "figures") as fig_dir:
-        fig_dir.chmod(0o755)  # mkdtemp makes 0700 folders; outputs should be readable like any other
         f3 = fig3_abs_r(rows, paper_r, fig_dir / "fig3_abs_r")
         f4 = fig4_acc_vs_s(df, fig_dir / "fig4_acc_vs_s", s_prime=thr["s_prime"], rows=rows)
         pd.DataFrame(rows).to_csv(fig_dir / "correlations.csv", index=False)
         df.to_csv(fig_dir / "pairs.csv", index=False)
         with atomic_dir(results / "report") as rep_dir:
-            rep_dir.chmod(0o755)
             names = inputs["cka"].get("stage_names") or {}
             notes = [
                 "S = linear CKA between detector stage i and classifier stage j; params = classifier "

@@ -82,7 +82,7 @@ def _paint(img: np.ndarray, cx: np.ndarray, cy: np.ndarray, rad: np.ndarray, cls
            angle: np.ndarray, color: np.ndarray, shade_amount: float, num_classes: int) -> np.ndarray:
     """Paint one object per image on a square patch around it; return the (n, P, P) mask and the
     patch's absolute pixel rows/columns (for the box)."""
-    n, s = img.shape[0], img.shape[1]
+    s = img.shape[1]
     half = int(np.ceil(rad.max())) + 1
     off = np.arange(-half, half + 1, dtype=np.int64)
     gx = np.rint(cx).astype(np.int64)[:, None] + off[None]  # (n, P) absolute columns

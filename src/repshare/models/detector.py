@@ -15,7 +15,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from effdet import DetBenchPredict, DetBenchTrain, EfficientDet, create_model, get_efficientdet_config
+from effdet import DetBenchTrain, EfficientDet, create_model, get_efficientdet_config
 from effdet.config.model_config import efficientdet_model_param_dict
 from torch import nn
 from torchmetrics.detection import MeanAveragePrecision
@@ -23,9 +23,6 @@ from torchmetrics.detection import MeanAveragePrecision
 from repshare.features.stages import stage_modules
 from repshare.models.checkpoint import load_into
 from repshare.models.preprocess import Preprocess
-
-BACKBONE_PAIRS = {"efficientdet_d0": "efficientnet_b0", "tf_efficientdet_d0": "tf_efficientnet_b0"}
-
 
 def build_detector(arch: str = "efficientdet_d0", num_classes: int = 90, pretrained: bool = False,
                    checkpoint_path: str | None = None, image_size: int = 512, max_det_per_image: int = 100,
@@ -46,10 +43,6 @@ def build_detector(arch: str = "efficientdet_d0", num_classes: int = 90, pretrai
     if checkpoint_path:
         load_into(model, checkpoint_path, f"detector {arch} with {num_classes} classes")
     return model
-
-
-def backbone_stage_names(model: nn.Module) -> list[str]:
-    return ["stem"] + [f"stage{k}" for k in range(1, len(model.blocks) + 1)]
 
 
 def init_backbone_from_classifier(detector: EfficientDet, classifier: nn.Module) -> int:
@@ -163,6 +156,3 @@ class DetectorModule(pl.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.LambdaLR(opt, f),
                                                    "interval": "step"}}
 
-
-def predictor(model: EfficientDet) -> DetBenchPredict:
-    return DetBenchPredict(model)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from effdet import DetBenchPredict
 from omegaconf import DictConfig
 from torch import nn
 from torch.utils.data import DataLoader
@@ -14,7 +15,7 @@ from tqdm import tqdm
 
 from repshare.data.datamodule import SplitDataset
 from repshare.data.shards import Split
-from repshare.models.detector import DetBenchPredict, detections_to_preds, target_to_metric
+from repshare.models.detector import detections_to_preds, target_to_metric
 from repshare.models.preprocess import Preprocess
 
 

@@ -7,7 +7,6 @@ import subprocess
 import sys
 import time
 from importlib import metadata
-from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -67,13 +66,3 @@ def provenance(cfg: DictConfig | dict | None, stage: str) -> dict[str, Any]:
         "machine": machine(),
         "config": cfg,
     }
-
-
-def config_yaml(cfg: DictConfig) -> str:
-    return OmegaConf.to_yaml(cfg, resolve=True)
-
-
-def ensure_dir(path: str | Path) -> Path:
-    p = Path(path)
-    p.mkdir(parents=True, exist_ok=True)
-    return p

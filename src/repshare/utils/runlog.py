@@ -8,7 +8,6 @@ set ``WANDB_MODE=disabled``. Offline runs land in ``logger.dir`` and can be uplo
 from __future__ import annotations
 
 import csv
-import json
 import os
 import time
 from pathlib import Path
@@ -110,7 +109,3 @@ class RunLog:
             self.close()
         elif self.wandb is not None:
             self.wandb.finish(exit_code=1)
-
-
-def dumps(obj: Any) -> str:
-    return json.dumps(obj, indent=2, default=str)
