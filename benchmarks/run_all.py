@@ -14,6 +14,7 @@ HERE = Path(__file__).resolve().parent
 OUT = HERE.parent / "results" / "benchmarks"
 BENCHES = {
     "bench_cka.py": ["--out", str(OUT / "cka.json")],
+    "bench_torch_cka_sweep.py": ["--out", str(OUT / "torch_cka_sweep.json")],
     "bench_all_pairs.py": ["--out", str(OUT / "all_pairs.json")],
 }
 
