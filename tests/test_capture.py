@@ -14,7 +14,7 @@ import torch
 from omegaconf import open_dict
 
 from repshare.cka import MinibatchCKA
-from repshare.features.capture import capture_activations, capture_cka, iter_batches, run_cka
+from repshare.features.capture import capture_activations, capture_cka, run_cka
 from repshare.models.preprocess import Preprocess
 
 SIZE = 32
@@ -90,13 +90,6 @@ def test_nan_activations_name_the_model_and_stage(models, batches):
         capture_cka(cls, Preprocess(SIZE), bb, Poison(), batches[:1])
 
 
-def test_iter_batches_merges_a_short_tail():
-    imgs = np.zeros((21, 5, 5, 3), dtype=np.uint8)
-    sizes = [b.shape for b in iter_batches(imgs, 10, min_batch=4)]
-    assert sizes == [(10, 3, 5, 5), (11, 3, 5, 5)]
-    assert [b.shape[0] for b in iter_batches(imgs[:18], 10)] == [10, 8]
-    with pytest.raises(ValueError, match="batch_size=2"):
-        list(iter_batches(imgs, 2))
 
 
 @dataclass
@@ -147,4 +140,16 @@ def test_run_cka_writes_results(smoke_cfg, models, monkeypatch, tmp_path):
     with open_dict(smoke_cfg):
         smoke_cfg.capture.n_samples = 25
     with pytest.raises(ValueError, match="only 24"):
+        run_cka(smoke_cfg)
+
+
+def test_capture_batch_below_the_estimator_minimum_is_named(smoke_cfg, monkeypatch):
+    images = np.zeros((24, 8, 8, 3), dtype=np.uint8)
+    fake_shards = types.ModuleType("repshare.data.shards")
+    fake_shards.load_split = lambda root, split, verify=True: _Split(images, np.zeros(24, dtype=np.int64), {})
+    monkeypatch.setitem(sys.modules, "repshare.data.shards", fake_shards)
+    with open_dict(smoke_cfg):
+        smoke_cfg.capture.n_samples = 24
+        smoke_cfg.capture.batch_size = 3
+    with pytest.raises(ValueError, match="capture.batch_size=3 is below the minimum 4"):
         run_cka(smoke_cfg)

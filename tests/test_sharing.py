@@ -15,7 +15,7 @@ from repshare.features.stages import run_from, run_stages
 from repshare.sharing import (LayeredNet, MergedClassifier, SkipAlignedMerge, align_inputs, crossing_positions,
                               memory_saved_frac, model_bytes, model_params, offloaded_bytes, offloaded_params)
 from repshare.sharing.adapter import RESIZE_METHODS, Adapter, channel_index, resize
-from repshare.sharing.evaluate import (count_flops, cumulative_stage_flops, evaluate_all_pairs, evaluate_classifier,
+from repshare.sharing.evaluate import (count_flops, cumulative_stage_flops, evaluate_all_pairs, evaluate_baseline,
                                        evaluate_pair, stage_flops)
 
 torch.set_num_threads(1)
@@ -285,7 +285,7 @@ def test_all_pairs_equal_per_pair(effnet, backbone):
             logits = merged(images)
         assert one["acc"] == pytest.approx(float((logits.argmax(1) == labels).float().mean()))
         assert one["n"] == 12 and 0 <= one["acc"] <= one["acc_top5"] <= 1
-    base = evaluate_classifier(effnet, cls_pre, batches)
+    base = evaluate_baseline(effnet, cls_pre, batches)
     assert base["acc"] == pytest.approx(0.5)  # by construction of the labels
 
 
@@ -294,7 +294,7 @@ def test_all_pairs_identical_models_give_baseline(effnet):
     images = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8)
     labels = torch.tensor([0, 1, 2, 3, 4, 5])
     batches = [(images, labels)]
-    base = evaluate_classifier(effnet, pre, batches)
+    base = evaluate_baseline(effnet, pre, batches)
     res = evaluate_all_pairs(effnet, pre, effnet, pre, batches, [(k, k) for k in range(8)])
     assert all(r == base for r in res.values())
 
@@ -351,7 +351,7 @@ def test_run_evaluate_merged_writes_results(smoke_cfg, monkeypatch, effnet, back
     assert rec["baseline"]["params"] == sum(p.numel() for p in effnet.parameters())
     batches = [(torch.from_numpy(images[:4]).permute(0, 3, 1, 2), torch.from_numpy(labels[:4])),
                (torch.from_numpy(images[4:6]).permute(0, 3, 1, 2), torch.from_numpy(labels[4:6]))]
-    assert rec["baseline"]["acc"] == evaluate_classifier(effnet, Pre(32), batches)["acc"]
+    assert rec["baseline"]["acc"] == evaluate_baseline(effnet, Pre(32), batches)["acc"]
     row = {(r["i"], r["j"]): r for r in rec["pairs"]}
     r = row[(3, 5)]
     assert r["kind"] == "cross" and row[(4, 4)]["kind"] == "same"

@@ -22,6 +22,7 @@ from torch import nn
 from tqdm import tqdm
 
 from repshare.cka import MinibatchCKA
+from repshare.data.batching import iter_batches
 from repshare.features.stages import run_stages, stage_names
 
 log = logging.getLogger(__name__)
@@ -132,18 +133,6 @@ def capture_activations(
     return [torch.cat(lst) for lst in per_stage]
 
 
-def iter_batches(images: np.ndarray, batch_size: int, min_batch: int = 4) -> Iterator[torch.Tensor]:
-    """(N, H, W, 3) uint8 -> (B, 3, H, W) uint8 tensors; a last batch below ``min_batch`` joins the previous one."""
-    if batch_size < min_batch:
-        raise ValueError(f"capture.batch_size={batch_size} is below the minimum {min_batch} for the estimator")
-    n = len(images)
-    bounds = list(range(0, n, batch_size)) + [n]
-    if len(bounds) > 2 and bounds[-1] - bounds[-2] < min_batch:
-        del bounds[-2]
-    for a, b in zip(bounds[:-1], bounds[1:]):
-        yield torch.from_numpy(np.ascontiguousarray(images[a:b])).permute(0, 3, 1, 2)
-
-
 # ------------------------------------------------------------------------------------ wiring
 def _set_input_size(pre: nn.Module, size: int | None) -> None:
     if size is not None:
@@ -237,6 +226,17 @@ def run_cka(cfg) -> CKAResult:
             f"capture.n_samples={cap.n_samples} but split '{cap.split}' has only {n_avail} images"
         )
     images = split.images[: cap.n_samples]
+    if ckc.estimator not in ("minibatch_unbiased", "minibatch_biased"):
+        raise ValueError(f"cka.estimator must be minibatch_unbiased|minibatch_biased, got {ckc.estimator!r}")
+    unbiased = ckc.estimator == "minibatch_unbiased"
+    dtype = getattr(torch, str(ckc.dtype), None)
+    if not isinstance(dtype, torch.dtype):
+        raise ValueError(f"cka.dtype={ckc.dtype!r} is not a torch dtype")
+    device = resolve_device(cap.device)
+    min_batch = 4 if unbiased else 2
+    if cap.batch_size < min_batch:
+        raise ValueError(f"capture.batch_size={cap.batch_size} is below the minimum {min_batch} examples per batch "
+                         f"for the {'unbiased' if unbiased else 'biased'} estimator")
     classifier, cls_pre = load_classifier(cfg)
     det, det_pre = load_detector(cfg)
     backbone = det.backbone
@@ -246,17 +246,10 @@ def run_cka(cfg) -> CKAResult:
     else:
         _set_input_size(cls_pre, cap.classifier_input_size)
         _set_input_size(det_pre, cap.detector_input_size)
-    if ckc.estimator not in ("minibatch_unbiased", "minibatch_biased"):
-        raise ValueError(f"cka.estimator must be minibatch_unbiased|minibatch_biased, got {ckc.estimator!r}")
-    unbiased = ckc.estimator == "minibatch_unbiased"
-    dtype = getattr(torch, str(ckc.dtype), None)
-    if not isinstance(dtype, torch.dtype):
-        raise ValueError(f"cka.dtype={ckc.dtype!r} is not a torch dtype")
-    device = resolve_device(cap.device)
     n_batches = max(1, len(images) // cap.batch_size)
     result = capture_cka(
         classifier, cls_pre, backbone, det_pre,
-        iter_batches(images, cap.batch_size, min_batch=4 if unbiased else 2),
+        iter_batches(images, cap.batch_size, min_batch),
         kernel=ckc.kernel, unbiased=unbiased, rbf_threshold=ckc.rbf_threshold, dtype=dtype,
         device=device, total=n_batches,
     )

@@ -147,7 +147,7 @@ def evaluate_pair(
     return evaluate_model(merged, batches, device)
 
 
-def evaluate_classifier(
+def evaluate_baseline(
     classifier: nn.Module, cls_pre: nn.Module | None, batches: Iterable[Batch], device: str | torch.device = "cpu"
 ) -> dict[str, float | int]:
     """Baseline: the unmodified classifier."""
@@ -192,15 +192,6 @@ def cumulative_stage_flops(model: nn.Module, x: torch.Tensor) -> list[int]:
 
 
 # --------------------------------------------------------------------------- pipeline stage
-def _batches(images, labels, batch_size: int) -> list[Batch]:
-    x = torch.from_numpy(images)
-    y = torch.from_numpy(labels).long()
-    return [
-        (x[s : s + batch_size].permute(0, 3, 1, 2).contiguous(), y[s : s + batch_size])
-        for s in range(0, len(y), batch_size)
-    ]
-
-
 def pair_rows(
     results: dict[Pair, dict],
     classifier: nn.Module,
@@ -238,6 +229,7 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
 
 def run_evaluate_merged(cfg) -> Path:
     """DVC stage ``evaluate_merged``: all 8 x 8 pairs on the val split -> results/sharing/."""
+    from repshare.data.batching import labelled_batches
     from repshare.data.shards import load_split
     from repshare.models.load import load_classifier, load_detector, resolve_device
     from repshare.utils.io import atomic_dir, write_json
@@ -249,7 +241,7 @@ def run_evaluate_merged(cfg) -> Path:
     images, labels = split.images, split.labels
     if sc.n_eval is not None:
         images, labels = images[: sc.n_eval], labels[: sc.n_eval]
-    batches = _batches(images, labels, int(sc.batch_size))
+    batches = labelled_batches(images, labels, int(sc.batch_size))
     if not batches:
         raise ValueError(f"val split under {cfg.paths.data_dir}/prepared holds no images")
     device = resolve_device(sc.device)
@@ -258,7 +250,7 @@ def run_evaluate_merged(cfg) -> Path:
     backbone = det.backbone
     _prepare(device, classifier, cls_pre, det, det_pre)
 
-    baseline = evaluate_classifier(classifier, cls_pre, batches, device)
+    baseline = evaluate_baseline(classifier, cls_pre, batches, device)
     pairs = [(i, j) for i in range(len(stage_modules(backbone))) for j in range(len(stage_modules(classifier)))]
     t0 = time.time()
     results = evaluate_all_pairs(

@@ -1,0 +1,44 @@
+"""Batching over in-memory splits: sizes, the short-tail rule, order and dtype of what comes out."""
+
+import numpy as np
+import pytest
+import torch
+
+from repshare.data.batching import batch_bounds, iter_batches, labelled_batches
+
+
+def test_bounds_cover_every_item_once():
+    assert batch_bounds(25, 10) == [(0, 10), (10, 20), (20, 25)]
+    assert batch_bounds(20, 10) == [(0, 10), (10, 20)]
+    assert batch_bounds(3, 10) == [(0, 3)]
+    assert batch_bounds(0, 10) == []
+
+
+def test_short_tail_joins_the_previous_batch():
+    imgs = np.zeros((21, 5, 5, 3), dtype=np.uint8)
+    assert [b.shape for b in iter_batches(imgs, 10, min_batch=4)] == [(10, 3, 5, 5), (11, 3, 5, 5)]
+    assert [b.shape[0] for b in iter_batches(imgs[:18], 10, min_batch=4)] == [10, 8]
+    assert [b.shape[0] for b in iter_batches(imgs, 10)] == [10, 10, 1]
+
+
+def test_batch_below_the_estimator_minimum_is_named():
+    with pytest.raises(ValueError, match="batch_size=2"):
+        batch_bounds(21, 2, min_batch=4)
+    with pytest.raises(ValueError, match="batch_size must be >= 1, got 0"):
+        batch_bounds(21, 0)
+
+
+def test_labelled_batches_keep_pixels_and_labels_aligned():
+    rng = np.random.default_rng(0)
+    imgs = rng.integers(0, 256, (7, 4, 6, 3), dtype=np.uint8)
+    labels = np.arange(7, dtype=np.int32)
+    out = labelled_batches(imgs, labels, 3)
+    assert [len(y) for _, y in out] == [3, 3, 1]
+    x = torch.cat([b for b, _ in out])
+    assert x.dtype == torch.uint8 and x.shape == (7, 3, 4, 6)
+    assert all(b.is_contiguous() for b, _ in out)
+    assert torch.equal(x.permute(0, 2, 3, 1), torch.from_numpy(imgs))
+    assert torch.cat([y for _, y in out]).tolist() == list(range(7))
+    assert out[0][1].dtype == torch.int64
+    with pytest.raises(ValueError, match="7 images but 6 labels"):
+        labelled_batches(imgs, labels[:6], 3)
