@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from repshare.data.batching import batch_bounds, iter_batches, labelled_batches
+from repshare.features.batching import batch_bounds, iter_batches, labelled_batches
 
 
 def test_bounds_cover_every_item_once():

@@ -22,7 +22,7 @@ from torch import nn
 from tqdm import tqdm
 
 from repshare.cka import MinibatchCKA
-from repshare.data.batching import iter_batches
+from repshare.features.batching import iter_batches
 from repshare.features.stages import run_stages, stage_names
 
 log = logging.getLogger(__name__)

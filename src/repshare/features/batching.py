@@ -1,4 +1,4 @@
-"""Fixed-size batches over an in-memory (N, H, W, 3) uint8 split, shared by capture and evaluation."""
+"""Fixed-size batches over an in-memory (N, H, W, 3) uint8 split, shared by CKA capture and merged evaluation."""
 
 from __future__ import annotations
 
