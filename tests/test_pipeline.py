@@ -28,6 +28,17 @@ def test_dvc_stages_point_at_existing_entry_points_and_deps():
             produced.add(out if isinstance(out, str) else next(iter(out)))
 
 
+def test_python_bytecode_does_not_change_code_dependencies():
+    """__pycache__ beside src/ code must not make `dvc status` report the code as modified."""
+    dvc = Path(sys.executable).with_name("dvc")
+    paths = ["src/repshare/data/__pycache__/shapes.cpython-311.pyc", "src/repshare/cka.pyc"]
+    out = subprocess.run([str(dvc), "check-ignore", *paths], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == paths
+    kept = subprocess.run([str(dvc), "check-ignore", "src/repshare/cka.py"], cwd=ROOT, capture_output=True, text=True)
+    assert kept.returncode == 1 and not kept.stdout.strip()
+
+
 def test_every_stage_entry_point_is_a_sweep_stage():
     spec = yaml.safe_load((ROOT / "dvc.yaml").read_text())
     assert len(spec["stages"]) == len(STAGES)
