@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from repshare.features.batching import batch_bounds, iter_batches, labelled_batches
+from repshare.features.batching import batch_bounds, labelled_batches, to_chw
 
 
 def test_bounds_cover_every_item_once():
@@ -15,17 +15,24 @@ def test_bounds_cover_every_item_once():
 
 
 def test_short_tail_joins_the_previous_batch():
-    imgs = np.zeros((21, 5, 5, 3), dtype=np.uint8)
-    assert [b.shape for b in iter_batches(imgs, 10, min_batch=4)] == [(10, 3, 5, 5), (11, 3, 5, 5)]
-    assert [b.shape[0] for b in iter_batches(imgs[:18], 10, min_batch=4)] == [10, 8]
-    assert [b.shape[0] for b in iter_batches(imgs, 10)] == [10, 10, 1]
+    assert batch_bounds(21, 10, min_batch=4) == [(0, 10), (10, 21)]
+    assert batch_bounds(18, 10, min_batch=4) == [(0, 10), (10, 18)]
+    assert batch_bounds(21, 10) == [(0, 10), (10, 20), (20, 21)]
+    assert batch_bounds(3, 10, min_batch=4) == [(0, 3)]  # one short batch stays; the estimator names it
 
 
 def test_batch_below_the_estimator_minimum_is_named():
-    with pytest.raises(ValueError, match="batch_size=2"):
-        batch_bounds(21, 2, min_batch=4)
+    with pytest.raises(ValueError, match="capture.batch_size=2 is below the minimum 4"):
+        batch_bounds(21, 2, min_batch=4, name="capture.batch_size")
     with pytest.raises(ValueError, match="batch_size must be >= 1, got 0"):
         batch_bounds(21, 0)
+
+
+def test_to_chw_keeps_pixels():
+    imgs = np.arange(2 * 3 * 4 * 3, dtype=np.uint8).reshape(2, 3, 4, 3)
+    x = to_chw(imgs[:, :, ::-1])  # a non-contiguous view
+    assert x.shape == (2, 3, 3, 4) and x.dtype == torch.uint8 and x.is_contiguous()
+    assert torch.equal(x.permute(0, 2, 3, 1), torch.from_numpy(imgs[:, :, ::-1].copy()))
 
 
 def test_labelled_batches_keep_pixels_and_labels_aligned():

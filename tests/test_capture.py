@@ -90,8 +90,6 @@ def test_nan_activations_name_the_model_and_stage(models, batches):
         capture_cka(cls, Preprocess(SIZE), bb, Poison(), batches[:1])
 
 
-
-
 @dataclass
 class _Split:
     images: np.ndarray

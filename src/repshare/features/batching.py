@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import torch
 
 
-def batch_bounds(n: int, batch_size: int, min_batch: int = 1) -> list[tuple[int, int]]:
+def batch_bounds(n: int, batch_size: int, min_batch: int = 1, name: str = "batch_size") -> list[tuple[int, int]]:
     """(start, stop) of consecutive batches of ``batch_size`` over ``n`` items.
 
     A last batch smaller than ``min_batch`` joins the one before it, because the unbiased CKA
-    estimator needs at least 4 examples per batch.
+    estimator needs at least 4 examples per batch. ``name`` is the config key errors report.
     """
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise ValueError(f"{name} must be >= 1, got {batch_size}")
     if batch_size < min_batch:
-        raise ValueError(f"batch_size={batch_size} is below the minimum {min_batch} for the estimator")
+        raise ValueError(f"{name}={batch_size} is below the minimum {min_batch} examples per batch for the estimator")
     edges = list(range(0, n, batch_size)) + [n]
     if len(edges) > 2 and edges[-1] - edges[-2] < min_batch:
         del edges[-2]
@@ -27,12 +25,6 @@ def batch_bounds(n: int, batch_size: int, min_batch: int = 1) -> list[tuple[int,
 def to_chw(images: np.ndarray) -> torch.Tensor:
     """(B, H, W, 3) uint8 array -> contiguous (B, 3, H, W) uint8 tensor."""
     return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous()
-
-
-def iter_batches(images: np.ndarray, batch_size: int, min_batch: int = 1) -> Iterator[torch.Tensor]:
-    """(B, 3, H, W) uint8 image batches; see :func:`batch_bounds` for the tail rule."""
-    for a, b in batch_bounds(len(images), batch_size, min_batch):
-        yield to_chw(images[a:b])
 
 
 def labelled_batches(images: np.ndarray, labels: np.ndarray, batch_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:

@@ -12,7 +12,7 @@ import csv
 import io
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +22,7 @@ from torch import nn
 from tqdm import tqdm
 
 from repshare.cka import MinibatchCKA
-from repshare.features.batching import iter_batches
+from repshare.features.batching import batch_bounds, to_chw
 from repshare.features.stages import run_stages, stage_names
 
 log = logging.getLogger(__name__)
@@ -233,10 +233,8 @@ def run_cka(cfg) -> CKAResult:
     if not isinstance(dtype, torch.dtype):
         raise ValueError(f"cka.dtype={ckc.dtype!r} is not a torch dtype")
     device = resolve_device(cap.device)
-    min_batch = 4 if unbiased else 2
-    if cap.batch_size < min_batch:
-        raise ValueError(f"capture.batch_size={cap.batch_size} is below the minimum {min_batch} examples per batch "
-                         f"for the {'unbiased' if unbiased else 'biased'} estimator")
+    # Checked before any model loads; a short last batch joins the previous one.
+    bounds = batch_bounds(len(images), cap.batch_size, 4 if unbiased else 2, name="capture.batch_size")
     classifier, cls_pre = load_classifier(cfg)
     det, det_pre = load_detector(cfg)
     backbone = det.backbone
@@ -246,12 +244,11 @@ def run_cka(cfg) -> CKAResult:
     else:
         _set_input_size(cls_pre, cap.classifier_input_size)
         _set_input_size(det_pre, cap.detector_input_size)
-    n_batches = max(1, len(images) // cap.batch_size)
     result = capture_cka(
         classifier, cls_pre, backbone, det_pre,
-        iter_batches(images, cap.batch_size, min_batch),
+        (to_chw(images[a:b]) for a, b in bounds),
         kernel=ckc.kernel, unbiased=unbiased, rbf_threshold=ckc.rbf_threshold, dtype=dtype,
-        device=device, total=n_batches,
+        device=device, total=len(bounds),
     )
     log.info("cka: n=%d in %.1fs; same-stage %s", result.n, result.seconds,
              " ".join(f"{v:.3f}" for v in result.same_stage))

@@ -229,8 +229,8 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
 
 def run_evaluate_merged(cfg) -> Path:
     """DVC stage ``evaluate_merged``: all 8 x 8 pairs on the val split -> results/sharing/."""
-    from repshare.features.batching import labelled_batches
     from repshare.data.shards import load_split
+    from repshare.features.batching import labelled_batches
     from repshare.models.load import load_classifier, load_detector, resolve_device
     from repshare.utils.io import atomic_dir, write_json
     from repshare.utils.record import provenance
