@@ -206,6 +206,21 @@ class AnalysisConfig:
 
 
 @dataclass
+class WorkloadModelConfig:
+    name: str = MISSING
+    task: str = "classification"  # classification | detection
+    metric: str = "top1"  # top1 | mAP
+
+
+@dataclass
+class WorkloadConfig:
+    """The models that run together on the edge box; every method reads this list."""
+
+    name: str = "embedded"
+    models: list[WorkloadModelConfig] = field(default_factory=list)
+
+
+@dataclass
 class PathsConfig:
     data_dir: str = "data"
     results_dir: str = "results"
@@ -225,6 +240,7 @@ class RepshareConfig:
     cka: CKAConfig = field(default_factory=CKAConfig)
     sharing: SharingConfig = field(default_factory=SharingConfig)
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
+    workload: WorkloadConfig = field(default_factory=WorkloadConfig)
 
 
 def register_configs() -> None:
