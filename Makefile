@@ -20,8 +20,11 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 # OVERRIDES="experiment=smoke" make run   -- any Hydra overrides
+# The whole composed config is validated before `dvc repro` starts: DVC deletes a stage's outputs
+# before running it, so a bad value must fail here, while the previous results are still in place.
 run: install
 	$(BIN)/python pipelines/compose.py $(OVERRIDES)
+	$(BIN)/python pipelines/compose.py --validate params.yaml
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
 
 test: install

@@ -16,6 +16,11 @@ BENCHES = {
     "bench_cka.py": ["--out", str(OUT / "cka.json")],
     "bench_torch_cka_sweep.py": ["--out", str(OUT / "torch_cka_sweep.json")],
     "bench_all_pairs.py": ["--out", str(OUT / "all_pairs.json")],
+    "bench_lstsq_memory.py": ["--out", str(OUT / "lstsq_memory.json")],
+    "bench_placement.py": ["--out", str(OUT / "placement.json")],
+    "bench_gemel.py": ["--out", str(OUT / "gemel.json")],
+    "bench_concurrency.py": ["--out", str(OUT / "concurrency.json")],
+    "bench_branch_cache.py": ["--out", str(OUT / "branch_cache.json")],
 }
 
 

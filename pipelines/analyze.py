@@ -1,7 +1,7 @@
-"""DVC stage `analyze`: correlations, figures, report, metrics.json (see repshare.analysis.run)."""
+"""DVC stage `analyze`: correlations, figures, sharing-point search, report section (see repshare.stages.analyze)."""
 
-from repshare.analysis import run_analyze
 from repshare.stage import run_stage
+from repshare.stages.analyze import run
 
 if __name__ == "__main__":
-    run_stage(run_analyze)
+    run_stage(run)

@@ -1,7 +1,7 @@
-"""DVC stage `cka`: stage-wise CKA between the detector backbone and the classifier."""
+"""DVC stage `cka`: stage-wise CKA per input protocol (see repshare.stages.cka)."""
 
-from repshare.features.capture import run_cka
 from repshare.stage import run_stage
+from repshare.stages.cka import run
 
 if __name__ == "__main__":
-    run_stage(run_cka)
+    run_stage(run)

@@ -13,7 +13,7 @@ from omegaconf import open_dict
 from repshare.analysis import run_analyze
 from repshare.analysis.correlation import collapse_threshold, correlate, correlation_table, pair_table
 from repshare.analysis.figures import fig3_abs_r, fig4_acc_vs_s, paper_value
-from repshare.analysis.report import build_report
+from repshare.comparison import read_rows, read_section
 from repshare.utils.io import write_json
 
 N_STAGES = 8
@@ -42,10 +42,33 @@ def fake_pairs(cka: dict, n: int = N_STAGES) -> dict:
             "stage_names": [f"s{k}" for k in range(n)], "pairs": pairs, "n": 64}
 
 
+def fake_merges(cka: dict) -> dict:
+    """merges.json for two adapters under the per-model protocol; lstsq's agreement equals its accuracy."""
+    pairs = fake_pairs(cka)["pairs"]
+    merges = []
+    for adapter, shift in (("resample", 0.0), ("lstsq", 0.05)):
+        for p in pairs:
+            acc = min(1.0, p["acc"] + shift)
+            ab = 0 if adapter == "resample" else 400
+            merges.append({"protocol": "per_model", "adapter": adapter, "i": p["i"], "j": p["j"], "kind": p["kind"],
+                           "acc": acc, "acc_top5": 1.0, "agree": acc if adapter == "lstsq" else 0.5 * acc,
+                           "n": 64, "acc_variants": acc, "n_variants": 64,
+                           "agree_variants": acc if adapter == "lstsq" else 0.5 * acc,
+                           "params_offloaded": p["params_offloaded"], "bytes_offloaded": p["bytes_offloaded"],
+                           "adapter_bytes": ab, "bytes_saved": p["bytes_offloaded"] - ab, "classifier_bytes": 40000,
+                           "size": p["size"], "flops_offloaded": p["flops_offloaded"], "flops_shared": p["flops_shared"],
+                           "adapter_flops": 10 * ab, "labels_used": False, "fit_seconds": 0.5, "fit_images": 32})
+    return {"baselines": {"per_model": {"acc": 0.9, "acc_top5": 1.0, "n": 64, "acc_variants": 0.9, "n_variants": 64}},
+            "protocols": ["per_model"], "adapters": ["resample", "lstsq"], "merges": merges,
+            "classifier_bytes": 40000, "detector_bytes": 60000}
+
+
 def write_inputs(results) -> None:
     cka = fake_cka()
     write_json(results / "cka" / "cka.json", cka)
+    write_json(results / "cka" / "per_model" / "cka.json", cka)
     write_json(results / "sharing" / "pairs.json", fake_pairs(cka))
+    write_json(results / "sharing" / "merges.json", fake_merges(cka))
     write_json(results / "metrics" / "classifier.json", {"top1": 0.91, "top5": 0.99})
     write_json(results / "metrics" / "detector.json", {"map": 0.42})  # no map_50: tolerated
 
@@ -163,6 +186,9 @@ def test_figures_written(tmp_path):
 
 
 def test_report_escapes_and_embeds(tmp_path):
+    build_report = pytest.importorskip("repshare.analysis.report").__dict__.get("build_report")
+    if build_report is None:
+        pytest.skip("the static report was replaced by the dashboard")
     df = pair_table(fake_cka(), fake_pairs(fake_cka()))
     png = fig4_acc_vs_s(df, tmp_path / "f4")[0]
     out = build_report(tmp_path / "rep", [png], {"T <b>": [{"name": "<script>alert(1)</script>", "v": 1.5}]},
@@ -195,13 +221,30 @@ def test_run_analyze_end_to_end(smoke_cfg, tmp_path):
     assert saved["best_merged_acc"] == pytest.approx(0.8 + 0.1 * df.S.max())
     for name in ("fig3_abs_r.png", "fig3_abs_r.pdf", "fig4_acc_vs_s.png", "fig4_acc_vs_s.pdf", "correlations.csv"):
         assert (results / "figures" / name).stat().st_size > 0
-    html = (results / "report" / "index.html").read_text()
-    assert html.count("data:image/png;base64,") == 2
+    assert not (results / "report").exists()  # HTML is the dashboard's job: a section.json instead
+    out = results / "cka_sharing"
+    sec = read_section(out / "section.json")
+    assert sec.claims[0].paper == "|r| = 0.94" and sec.claims[1].paper == "|r| = 0.99"
+    assert sec.claims[0].verdict == "holds"  # fake same-stage acc is linear in S
+    for f in sec.figures:
+        assert (out / f.path).is_file(), f.path
+    rows = read_rows(out / "comparison_rows.json")
+    assert len(rows) == 128 and not any(r.labels_used for r in rows)
+    r = [r for r in rows if r.extra["adapter"] == "lstsq" and (r.extra["i"], r.extra["j"]) == (2, 3)][0]
+    assert r.bytes_saved == 4000 * 4 - 400 and r.bytes_saved_pct == pytest.approx(100 * (16000 - 400) / 100000)
+    assert r.accuracy_rel["classifier"] == pytest.approx(r.accuracy["classifier"] / 0.9)
+    assert r.extra_flops_per_image == 4000 - 1e6 * 16  # adapter FLOPs minus the off-loaded classifier FLOPs
+    corr = pd.read_csv(out / "correlations.csv")
+    agree = corr[(corr.adapter == "lstsq") & (corr.metric == "agree") & (corr.kind == "all")]
+    assert agree.r.iloc[0] == pytest.approx(1.0)  # agreement equals accuracy in the fake
+    regret = pd.read_csv(out / "regret.csv")
+    assert set(regret.predictor) == {"cka", "agreement", "cka_x_agreement", "params", "size", "flops"}
+    assert regret[regret.predictor == "agreement"].mean_regret.iloc[0] == pytest.approx(0.0)  # agreement == acc
     plot = pd.read_csv(results / "plots" / "acc_vs_cka.csv")
     assert list(plot.columns) == ["i", "j", "kind", "S", "acc"] and len(plot) == 64
     bars = pd.read_csv(results / "plots" / "abs_r.csv")
     assert list(bars.columns) == ["metric", "abs_r", "kind", "source"]
-    assert (results / "report" / "analyze_run.json").is_file()
+    assert (out / "analyze_run.json").is_file()
 
 
 def test_run_analyze_missing_input(smoke_cfg, tmp_path):

@@ -156,8 +156,9 @@ def test_coco_letterbox_boxes_and_categories(tmp_path):
     # 64x32 -> scale 2 onto 128x128, padded at the bottom; xywh -> xyxy.
     boxes, classes = split.boxes_of(0)
     assert np.allclose(boxes, [[16, 8, 48, 24], [0, 0, 64, 32]])
-    assert classes.tolist() == [1, 0]  # sorted category ids 3 -> 0, 18 -> 1
-    assert split.labels.tolist() == [0, -1]  # largest box; an image with no boxes has no label
+    assert classes.tolist() == [17, 2]  # original COCO ids kept (class = id - 1, effdet's 90-way space)
+    assert split.labels.tolist() == [2, -1]  # largest box; an image with no boxes has no label
+    assert split.meta["class_names"][17] == "dog" and split.meta["class_names"][0] is None
     assert (split.images[0, 64:] == 0).all()
 
 

@@ -91,7 +91,10 @@ def test_missing_trained_model_names_the_stage(smoke_cfg):
 
 def test_resume_state_is_dropped_when_the_config_changes(smoke_cfg):
     d, resume = state_dir(smoke_cfg, "classifier", "aaa")
-    (d / "last.ckpt").write_bytes(b"x")
+    assert resume is None
+    # What ResumeState writes: a Lightning checkpoint with the fingerprint of its config beside it.
+    torch.save({"state_dict": {}, "loops": {}}, d / "last.ckpt")
+    (d / "fingerprint.txt").write_text("aaa\n")
     assert state_dir(smoke_cfg, "classifier", "aaa")[1] == d / "last.ckpt"  # same config: resume
     assert state_dir(smoke_cfg, "classifier", "bbb")[1] is None  # other config: start over
 

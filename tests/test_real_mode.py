@@ -57,9 +57,10 @@ def test_coco_detector_map_from_a_local_checkpoint(tmp_path):
     (tmp_path / "ann.json").write_text(json.dumps({"images": images, "annotations": anns,
                                                    "categories": [{"id": 5, "name": "thing"},
                                                                   {"id": 7, "name": "other"}]}))
-    save_model(build_detector("efficientdet_d0", num_classes=2, image_size=128), tmp_path / "w", {})
+    # Class = COCO category id - 1, so ids 5 and 7 need at least 7 outputs.
+    save_model(build_detector("efficientdet_d0", num_classes=8, image_size=128), tmp_path / "w", {})
     cfg = compose(["data=coco", f"data.images_dir={tmp_path / 'img'}", f"data.annotations={tmp_path / 'ann.json'}",
-                   "data.image_size=128", "data.num_classes=2", "model.detector.num_classes=2",
+                   "data.image_size=128", "data.num_classes=8", "model.detector.num_classes=8",
                    f"model.detector.checkpoint_path={tmp_path / 'w'}", *_paths(tmp_path)])
     prepare(cfg)
     out = evaluate_models(cfg, "detector")["detector"]

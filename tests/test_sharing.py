@@ -342,6 +342,9 @@ def test_run_evaluate_merged_writes_results(smoke_cfg, monkeypatch, effnet, back
     with open_dict(smoke_cfg):
         smoke_cfg.sharing.n_eval = 6
         smoke_cfg.sharing.batch_size = 4
+        smoke_cfg.capture.protocols = ["per_model"]  # the paper's setting only (issue 12 settings: test_sharing_stages)
+        for name in ("moments", "lstsq", "distill", "supervised"):
+            smoke_cfg.adapter[name] = None
 
     out = run_evaluate_merged(smoke_cfg)
     assert seen == {"root": str(Path(smoke_cfg.paths.data_dir) / "prepared"), "split": "val"}

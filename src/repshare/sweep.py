@@ -30,9 +30,18 @@ STAGES: tuple[str, ...] = (
     "repshare.data.prepare:prepare",
     "repshare.training:train_classifier",
     "repshare.training:train_detector",
+    "repshare.stages.train_classifier_color:run",
     "repshare.features.capture:run_cka",
     "repshare.sharing.evaluate:run_evaluate_merged",
     "repshare.analysis:run_analyze",
+    "repshare.stages.concurrency:run",
+    "repshare.stages.gemel:run",
+    "repshare.stages.branches:run",  # MEEdge part 1
+    "repshare.stages.self_merge:run",
+    "repshare.stages.kd_recover:run",
+    "repshare.stages.placement:run",  # MEEdge part 2 (reads part 1's profiles and feature cache)
+    "repshare.stages.compare:run",  # last two: read every method's results
+    "repshare.stages.report:run",
 )
 
 
@@ -88,4 +97,14 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    import sys
+
+    from repshare.config import ConfigError
+    from repshare.launchers import check_launcher
+
+    try:  # an unknown launcher or a missing plugin: one line, exit 2 (not Hydra's dump)
+        check_launcher(sys.argv[1:])
+    except ConfigError as err:
+        print(f"error [repshare.sweep]: {err}", file=sys.stderr)
+        sys.exit(2)
     main()

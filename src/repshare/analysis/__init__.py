@@ -1,4 +1,4 @@
-"""Correlation analysis, the paper's figures and the static HTML report (the ``analyze`` stage)."""
+"""Correlation analysis and the paper's figures (the ``analyze`` stage: ``repshare.stages.analyze``)."""
 
 from repshare.analysis.run import run_analyze
 

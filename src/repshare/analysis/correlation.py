@@ -197,3 +197,59 @@ def collapse_threshold(S: Sequence[float], acc: Sequence[float], drop: float = 0
     below = s < s_prime
     return {**out, "s_prime": s_prime, "s_boundary": 0.5 * (s_prime + top_collapsed),
             "n_below": int(below.sum()), "frac_collapsed_below": float(collapsed[below].mean()), "reason": ""}
+
+
+# --------------------------------------------------------------------------- every adapter and protocol (issue 12)
+# Label-free predictors beside CKA: ``agree`` = fraction of unlabelled val images on which the merge
+# predicts the unmerged classifier's class; ``S_x_agree`` = max(S, 0) * agree.
+MERGE_METRICS: tuple[str, ...] = ("S", "agree", "S_x_agree", "params", "size", "flops")
+
+
+def merge_table(merges: dict, cka_by_protocol: dict[str, dict]) -> pd.DataFrame:
+    """One row per (protocol, adapter, i, j) from ``merges.json`` with S from that protocol's CKA.
+
+    ``acc``/``agree`` are taken on the images every merge was scored on (``acc_variants``), so all
+    adapters and protocols compare on the same images; ``acc_full`` is each merge's own full score.
+    """
+    if not merges.get("merges"):
+        raise ValueError("merges.json has no 'merges' list (or it is empty)")
+    rows = []
+    for m in merges["merges"]:
+        p = m["protocol"]
+        if p not in cka_by_protocol:
+            raise ValueError(f"merge of protocol {p!r} but no CKA for that protocol (results/cka/{p}/cka.json)")
+        S = np.asarray(cka_by_protocol[p]["cross_stage"], dtype=float)
+        i, j = int(m["i"]), int(m["j"])
+        if not (0 <= i < S.shape[0] and 0 <= j < S.shape[1]):
+            raise ValueError(f"merge (i={i}, j={j}) lies outside the {p} CKA matrix of shape {S.shape}")
+        s = float(S[i, j])
+        agree = _num(m.get("agree_variants", m.get("agree")))
+        rows.append({
+            "protocol": p, "adapter": m["adapter"], "i": i, "j": j, "kind": m.get("kind") or ("same" if i == j else "cross"),
+            "acc": _num(m.get("acc_variants", m["acc"])), "acc_full": _num(m["acc"]), "n": m.get("n_variants", m.get("n")),
+            "n_full": m.get("n"), "S": s, "agree": agree, "S_x_agree": max(s, 0.0) * agree,
+            "params": _num(m.get("params_offloaded")), "bytes_offloaded": _num(m["bytes_offloaded"]),
+            "bytes_saved": _num(m["bytes_saved"]), "adapter_bytes": _num(m["adapter_bytes"]),
+            "size": _num(m.get("size")), "flops": _num(m.get("flops_offloaded")),
+            "flops_shared": _num(m.get("flops_shared")), "adapter_flops": _num(m.get("adapter_flops")),
+            "labels_used": bool(m.get("labels_used")), "fit_seconds": _num(m.get("fit_seconds")),
+            "fit_images": m.get("fit_images"),
+        })
+    return pd.DataFrame(rows).sort_values(["protocol", "adapter", "i", "j"], kind="stable").reset_index(drop=True)
+
+
+def merge_correlations(df: pd.DataFrame, metrics: Sequence[str] = MERGE_METRICS, kinds: Sequence[str] = KINDS,
+                       n_bootstrap: int = 2000, ci: float = 0.95, seed: int = 0) -> list[dict[str, Any]]:
+    """correlation_table per (protocol, adapter), rows tagged with both."""
+    out = []
+    for (protocol, adapter), sub in df.groupby(["protocol", "adapter"], sort=False):
+        for row in correlation_table(sub, metrics, kinds, "acc", n_bootstrap, ci, seed):
+            out.append({"protocol": protocol, "adapter": adapter, **row})
+    return out
+
+
+def find_merge_row(rows: Sequence[dict], protocol: str, adapter: str, metric: str, kind: str) -> dict[str, Any] | None:
+    for r in rows:
+        if (r["protocol"], r["adapter"], r["metric"], r["kind"]) == (protocol, adapter, metric, kind):
+            return r
+    return None

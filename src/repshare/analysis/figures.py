@@ -127,3 +127,125 @@ def fig4_acc_vs_s(df: pd.DataFrame, out_stem: str | Path, s_prime: float | None 
     axes[0].set_ylabel("merged-model accuracy")
     fig.suptitle("Fig. 4: accuracy of the merged model vs representation similarity", fontsize=10)
     return _save(fig, out_stem)
+
+
+# --------------------------------------------------------------------------- adapters, protocols, search (issue 12)
+ADAPTER_COLORS = {"resample": "#7f7f7f", "moments": "#1f77b4", "lstsq": "#2ca02c", "distill": "#9467bd",
+                  "supervised": "#d62728"}
+PREDICTOR_MARKERS = {"cka": "o", "agreement": "s", "cka_x_agreement": "D", "params": "v", "size": "^", "flops": "x"}
+
+
+def fig_adapter_r(rows: Sequence[dict], out_stem: str | Path, metrics: Sequence[str] = ("S", "agree"),
+                  kinds: Sequence[str] = ("same", "cross")) -> list[Path]:
+    """Pearson r (with bootstrap CI) of each label-free predictor with accuracy, per adapter and protocol."""
+    cells = list(dict.fromkeys((r["protocol"], r["adapter"]) for r in rows))
+    fig, axes = plt.subplots(1, len(kinds), figsize=(4.2 * len(kinds), 0.35 * len(cells) * len(metrics) + 1.5),
+                             sharex=True, squeeze=False)
+    for ax, kind in zip(axes[0], kinds):
+        labels, ys = [], 0
+        for p, a in cells:
+            for m in metrics:
+                row = next((r for r in rows if (r["protocol"], r["adapter"], r["metric"], r["kind"]) == (p, a, m, kind)), None)
+                if row is not None and math.isfinite(row["r"]):
+                    lo, hi = row["ci_low"], row["ci_high"]
+                    err = None if not (math.isfinite(lo) and math.isfinite(hi)) else [[max(0.0, row["r"] - lo)], [max(0.0, hi - row["r"])]]
+                    ax.errorbar(row["r"], ys, xerr=err, fmt=PREDICTOR_MARKERS.get({"S": "cka", "agree": "agreement"}.get(m, m), "o"),
+                                color=ADAPTER_COLORS.get(a, "black"), capsize=2, markersize=4)
+                labels.append(f"{a} / {p} / {METRIC_LABELS.get(m, m)}")
+                ys += 1
+        ax.set_yticks(range(len(labels)), labels, fontsize=6)
+        ax.axvline(0, color="black", linewidth=0.5)
+        ax.set_xlim(-1.05, 1.05)
+        ax.set_xlabel("Pearson r with merged accuracy (95 % CI)")
+        ax.set_title(f"{kind}-stage pairs", fontsize=9)
+        ax.grid(alpha=0.3, axis="x")
+        ax.invert_yaxis()
+    fig.suptitle("Label-free predictors of merged accuracy, per adapter and input protocol", fontsize=10)
+    return _save(fig, out_stem)
+
+
+def fig3_grid(rows: Sequence[dict], paper_r: Mapping[str, float], out_stem: str | Path,
+              metrics: Sequence[str] = ("S", "agree", "params", "size", "flops"),
+              kinds: Sequence[str] = ("same", "cross")) -> list[Path]:
+    """Fig. 3 for every (protocol, adapter) at once: |r| per predictor, one bar per setting, the paper's as a tick."""
+    cells = list(dict.fromkeys((r["protocol"], r["adapter"]) for r in rows))
+    fig, axes = plt.subplots(1, len(kinds), figsize=(5.5 * len(kinds), 3.6), sharey=True, squeeze=False)
+    x = np.arange(len(metrics))
+    w = 0.8 / max(1, len(cells))
+    for ax, kind in zip(axes[0], kinds):
+        for k, (p, a) in enumerate(cells):
+            vals = []
+            for m in metrics:
+                row = next((r for r in rows if (r["protocol"], r["adapter"], r["metric"], r["kind"]) == (p, a, m, kind)), None)
+                vals.append(row["abs_r"] if row is not None else math.nan)
+            ax.bar(x - 0.4 + (k + 0.5) * w, np.nan_to_num(np.asarray(vals, float)), w, color=ADAPTER_COLORS.get(a, "black"),
+                   hatch="//" if p == "shared" else None, edgecolor="black", linewidth=0.3, label=f"{a} / {p}")
+        for xi, m in enumerate(metrics):
+            pv = paper_value(paper_r, m, kind)
+            if pv is not None:
+                ax.plot([xi - 0.45, xi + 0.45], [pv, pv], "k--", linewidth=1)
+        ax.set_xticks(x, [METRIC_LABELS.get(m, "agreement" if m == "agree" else m) for m in metrics], fontsize=8)
+        ax.set_ylim(0, 1.05)
+        ax.set_title(f"{kind}-stage pairs (dashed: paper)", fontsize=9)
+        ax.grid(alpha=0.3, axis="y")
+    axes[0][0].set_ylabel("|Pearson r| with merged accuracy")
+    axes[0][-1].legend(fontsize=6, ncol=2, loc="upper right")
+    fig.suptitle("Fig. 3 per adapter and input protocol (hatched: shared input)", fontsize=10)
+    return _save(fig, out_stem)
+
+
+def fig4_grid(df: pd.DataFrame, out_stem: str | Path, rows: Sequence[dict] | None = None) -> list[Path]:
+    """Fig. 4 for every (protocol, adapter): accuracy vs CKA, same-stage and cross-stage pairs in one panel."""
+    cells = list(dict.fromkeys(zip(df["protocol"], df["adapter"])))
+    protocols = list(dict.fromkeys(p for p, _ in cells))
+    adapters = list(dict.fromkeys(a for _, a in cells))
+    fig, axes = plt.subplots(len(protocols), len(adapters), figsize=(2.6 * len(adapters), 2.4 * len(protocols)),
+                             sharex=True, sharey=True, squeeze=False)
+    for r_, p in enumerate(protocols):
+        for c_, a in enumerate(adapters):
+            ax = axes[r_][c_]
+            sub = df[(df["protocol"] == p) & (df["adapter"] == a)]
+            for kind, color in (("cross", "#ff7f0e"), ("same", "#1f77b4")):
+                k = sub[sub["kind"] == kind]
+                ax.scatter(k["S"], k["acc"], s=10, color=color, edgecolor="black", linewidth=0.3, label=kind)
+            txt = []
+            for kind in ("same", "cross"):
+                row = next((r for r in rows or [] if (r["protocol"], r["adapter"], r["metric"], r["kind"]) == (p, a, "S", kind)), None)
+                txt.append(f"{kind[0]}: " + ("n/a" if row is None or not math.isfinite(row["r"]) else f"{row['r']:.2f}"))
+            ax.set_title(f"{a} / {p}\nr {', '.join(txt)}", fontsize=7)
+            ax.grid(alpha=0.3)
+            if r_ == len(protocols) - 1:
+                ax.set_xlabel("CKA S", fontsize=7)
+            if c_ == 0:
+                ax.set_ylabel("merged accuracy", fontsize=7)
+            ax.tick_params(labelsize=6)
+    axes[0][0].legend(fontsize=6, loc="lower right")
+    fig.suptitle("Fig. 4 per adapter (columns) and input protocol (rows)", fontsize=10)
+    return _save(fig, out_stem)
+
+
+def fig_budget_search(panels: Mapping[str, tuple[pd.DataFrame, Sequence[dict], Sequence[tuple[float, float]]]],
+                      classifier_bytes: float, out_stem: str | Path) -> list[Path]:
+    """Per protocol: every label-free merge (accuracy vs bytes freed), the Pareto front, each predictor's choices."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.2), sharey=True, squeeze=False)
+    for ax, (protocol, (df, sweep, front)) in zip(axes[0], panels.items()):
+        for a, sub in df.groupby("adapter", sort=False):
+            ax.scatter(sub["bytes_saved"] / classifier_bytes, sub["acc"], s=10, alpha=0.45,
+                       color=ADAPTER_COLORS.get(a, "black"), label=f"{a}")
+        if front:
+            fx, fy = zip(*front)
+            ax.step(np.asarray(fx) / classifier_bytes, fy, where="post", color="black", linewidth=1, label="Pareto front")
+        for p in dict.fromkeys(r["predictor"] for r in sweep):
+            pts = [(r["chosen_bytes"] / classifier_bytes, r["chosen_acc"]) for r in sweep if r["predictor"] == p and r["feasible"]]
+            if pts:
+                x, y = zip(*pts)
+                marker = PREDICTOR_MARKERS.get(p, "o")
+                kw = {"color": "black"} if marker == "x" else {"facecolors": "none", "edgecolors": "black"}
+                ax.scatter(x, y, marker=marker, s=36, linewidths=0.9, label=f"chosen by {p}", **kw)
+        ax.set_xlabel("classifier bytes freed (fraction; adapter bytes subtracted)")
+        ax.set_title(f"{protocol} input", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6, loc="best", ncol=2)
+    axes[0][0].set_ylabel("merged top-1 accuracy")
+    fig.suptitle("Sharing point under a memory budget (label-free choices vs the Pareto front)", fontsize=10)
+    return _save(fig, out_stem)

@@ -1,7 +1,8 @@
-"""A self-contained static HTML report for reviewers: opens from disk, no server, no network.
+"""DEPRECATED: the old single-page report. The reviewer dashboard (``repshare.report``, the
+``report`` stage) replaces it; the analyze stage now hands a ``section.json`` to the dashboard.
 
-Images are embedded as base64 data URIs; every text value is ``html.escape``d; a strict
-Content-Security-Policy forbids scripts and any remote fetch.
+Nothing in the pipeline calls :func:`build_report` any more; it stays only while
+``tests/test_analysis.py`` still imports it. Delete this module with that test.
 """
 
 from __future__ import annotations
@@ -83,7 +84,7 @@ def build_report(out_dir: str | Path, figures: Sequence[str | Path], tables: Map
                  paper_r: Mapping[str, float], config: Any, versions: Mapping[str, Any],
                  metrics: Mapping[str, Mapping[str, Any]], title: str = "Representation sharing guided by CKA",
                  notes: Sequence[str] = ()) -> Path:
-    """Write ``out_dir/index.html``; return its path.
+    """Write ``out_dir/index.html``; return its path (deprecated: use ``repshare.report``).
 
     ``tables``: section title -> rows (dicts); ``metrics``: model name -> its metrics dict;
     ``notes``: free-text paragraphs (definitions); all escaped.

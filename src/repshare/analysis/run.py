@@ -1,4 +1,4 @@
-"""The ``analyze`` stage: correlations, figures, the HTML report and the DVC metrics/plots.
+"""Helpers of the ``analyze`` stage (wiring: ``repshare.stages.analyze``): inputs and headline metrics.
 
 Pooled metrics: ``r_params``, ``r_size`` and ``r_flops`` in ``metrics.json`` are computed over all
 pairs (kind ``all``: same- and cross-stage pooled), ``r_same_S`` / ``r_cross_S`` over i == j and
@@ -13,19 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from repshare.analysis.correlation import (
-    collapse_threshold,
-    correlation_table,
-    find_row,
-    pair_table,
-)
-from repshare.analysis.figures import abs_r_rows, fig3_abs_r, fig4_acc_vs_s
-from repshare.analysis.report import build_report
-from repshare.utils.io import atomic_dir, atomic_path, read_json, write_json
-from repshare.utils.record import package_versions, provenance
-from repshare.utils.runlog import RunLog
+from repshare.analysis.correlation import find_row
+from repshare.utils.io import read_json
 
 log = logging.getLogger("repshare.analysis")
 
@@ -98,80 +89,8 @@ def headline_metrics(rows: list[dict], thr: dict, df: pd.DataFrame, inputs: dict
                       ("best_merged_i", "best_merged_j", "n_pairs") else v) for k, v in m.items()}
 
 
-def _write_csv(df: pd.DataFrame, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        df.to_csv(tmp, index=False)
-
-
 def run_analyze(cfg: DictConfig) -> dict[str, Any]:
-    """Read cka.json, pairs.json and the model metrics; write figures/, report/, metrics.json, plots/."""
-    a = cfg.analysis
-    results = Path(cfg.paths.results_dir)
-    inputs = read_inputs(results)
-    df = pair_table(inputs["cka"], inputs["pairs"])
-    rows = correlation_table(df, n_bootstrap=int(a.n_bootstrap), ci=float(a.ci), seed=int(cfg.seed))
-    thr = collapse_threshold(df["S"], df["acc"], float(a.collapse_drop))
-    paper_r = {k: float(v) for k, v in OmegaConf.to_container(a.paper_r).items()}
-    metrics = headline_metrics(rows, thr, df, inputs)
-    bars = abs_r_rows(rows, paper_r)
+    """The ``analyze`` stage (wiring in ``repshare.stages.analyze``)."""
+    from repshare.stages.analyze import run
 
-    with atomic_dir(results / "figures") as fig_dir:
-        f3 = fig3_abs_r(rows, paper_r, fig_dir / "fig3_abs_r")
-        f4 = fig4_acc_vs_s(df, fig_dir / "fig4_acc_vs_s", s_prime=thr["s_prime"], rows=rows)
-        pd.DataFrame(rows).to_csv(fig_dir / "correlations.csv", index=False)
-        df.to_csv(fig_dir / "pairs.csv", index=False)
-        with atomic_dir(results / "report") as rep_dir:
-            names = inputs["cka"].get("stage_names") or {}
-            notes = [
-                "S = linear CKA between detector stage i and classifier stage j; params = classifier "
-                "parameters offloaded; size = elements of the shared representation; flops = FLOPs of "
-                "the offloaded classifier layers. Kinds: same = i == j, cross = i != j, all = pooled.",
-                f"Collapse: a pair is collapsed when acc < {a.collapse_drop} x best acc "
-                f"({thr['acc_threshold']:.4g}); S' = smallest S with no collapsed pair at or above it "
-                f"= {thr['s_prime']:.4g} ({thr['n_collapsed']} of {thr['n']} pairs collapsed; "
-                f"{thr['reason'] or 'ok'}).",
-                f"Stage names: {names}",
-            ]
-            ours_vs_paper = []
-            for suffix, metric, kind in HEADLINE:
-                row = find_row(rows, metric, kind) or {}
-                key = {"same_S": "same_stage_S", "cross_S": "cross_stage_S"}.get(suffix, metric if kind == "all" else None)
-                ours_vs_paper.append({"metric": metric, "kind": kind, "ours r": row.get("r"),
-                                      "ours |r|": row.get("abs_r"), "CI low": row.get("ci_low"),
-                                      "CI high": row.get("ci_high"), "spearman": row.get("rho"),
-                                      "n": row.get("n"), "paper |r|": paper_r.get(key) if key else None,
-                                      "note": row.get("reason", "")})
-            heatmap = results / "cka" / "cka_heatmap.png"  # Fig. 2, from the cka stage
-            build_report(
-                rep_dir, [heatmap, f3[0], f4[0]] if heatmap.is_file() else [f3[0], f4[0]],
-                {"Correlation: ours vs paper": ours_vs_paper,
-                 "All correlations": rows,
-                 "Collapse threshold": [thr],
-                 "Headline metrics (metrics.json)": [{"key": k, "value": v} for k, v in metrics.items()],
-                 "Per-pair results": df.to_dict("records")},
-                paper_r, cfg, package_versions(),
-                {"classifier": inputs["classifier"], "detector": inputs["detector"],
-                 "baseline (unmerged classifier)": inputs["pairs"].get("baseline") or {}},
-                notes=notes,
-            )
-
-    write_json(results / "metrics.json", {**metrics, "provenance": {k: v for k, v in provenance(cfg, "analyze").items() if k != "config"}})
-    _write_csv(df[["i", "j", "kind", "S", "acc"]], results / "plots" / "acc_vs_cka.csv")
-    _write_csv(pd.DataFrame(bars)[["metric", "abs_r", "kind", "source"]], results / "plots" / "abs_r.csv")
-
-    runlog = RunLog(cfg, "analyze", results / "report")
-    try:
-        runlog.summary(**{k: v for k, v in metrics.items() if v is not None})
-        runlog.log_table("pairs", df.to_dict("records"))
-        runlog.log_table("correlations", [{k: v for k, v in r.items()} for r in rows])
-        if runlog.wandb is not None:
-            import wandb
-
-            table = wandb.Table(dataframe=df[["i", "j", "kind", "S", "acc"]])
-            runlog.wandb.log({"acc_vs_S": wandb.plot.scatter(table, "S", "acc", title="Merged accuracy vs CKA S")})
-        for p in (results / "figures" / "fig3_abs_r.png", results / "figures" / "fig4_acc_vs_s.png"):
-            runlog.log_image(p.stem, p)
-    finally:
-        runlog.close()
-    log.info("analyze: r_same_S=%s r_cross_S=%s S'=%s", metrics["r_same_S"], metrics["r_cross_S"], metrics["collapse_threshold"])
-    return metrics
+    return run(cfg)

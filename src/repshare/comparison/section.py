@@ -72,5 +72,7 @@ def read_section(path: str | Path) -> ReportSection:
             figures=[Figure(**f) for f in doc.get("figures", [])],
             notes=list(doc.get("notes", [])),
         )
-    except (KeyError, TypeError) as err:
+    except KeyError as err:
+        raise ValueError(f"{path}: malformed report section: missing field {err.args[0]!r}") from None
+    except (TypeError, AttributeError) as err:
         raise ValueError(f"{path}: malformed report section ({err})") from None

@@ -1,14 +1,21 @@
 """COCO-style detection data for the real mode: an image folder plus an instances json.
 
 Images are letterboxed to ``image_size`` (long side scaled, bottom/right padded, as EfficientDet
-does), boxes scaled with them and converted from COCO's xywh to xyxy. Category ids are mapped to
-contiguous indices in sorted id order. The classification label of an image is the category of its
-largest box (-1 when it has none).
+does), boxes scaled with them and converted from COCO's xywh to xyxy.
+
+Class indices keep the original COCO category ids: class = category_id - 1. That is effdet's label
+space (its published COCO weights have 90 outputs, output k = category id k + 1, the 10 unused ids
+included), so predictions of a published detector and of one trained here (effdet trains on
+class + 1 = the id) meet the ground truth in the same space; ids must lie in 1..data.num_classes.
+The classification label of an image is the class of its largest box (-1 when it has none).
+``skip_missing``: images listed in the json but absent from ``images_dir`` are skipped and counted
+(``n_missing_skipped`` in the split meta) instead of failing.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +23,8 @@ from tqdm import tqdm
 
 from repshare.data.images import letterbox, open_rgb
 from repshare.data.shards import Split
+
+log = logging.getLogger(__name__)
 
 
 def read_instances(path: Path) -> dict:
@@ -31,28 +40,73 @@ def read_instances(path: Path) -> dict:
     return data
 
 
+def category_index(categories: list[dict], num_classes: int, path: Path) -> dict[int, int]:
+    """COCO category id -> class index (id - 1), checked against the model's class count."""
+    out = {}
+    for c in categories:
+        cid = c.get("id") if isinstance(c, dict) else None
+        if not isinstance(cid, int) or isinstance(cid, bool):
+            raise ValueError(f"malformed annotations json {path}: category {c!r} has no integer 'id'")
+        if not 1 <= cid <= num_classes:
+            raise ValueError(f"category id {cid} ({c.get('name', '?')!r}) in {path} is outside 1..data.num_classes="
+                             f"{num_classes}: class indices keep the COCO ids (effdet's 90-class space)")
+        out[cid] = cid - 1
+    return out
+
+
+def xyxy_box(a: dict, path: Path) -> list[float]:
+    """COCO xywh -> xyxy, refusing what cannot be a box."""
+    bbox = a.get("bbox")
+    if bbox is None:
+        raise ValueError(f"annotation {a.get('id')} (image {a.get('image_id')}) in {path} has no 'bbox' "
+                         "(a detection json needs [x, y, width, height] per annotation)")
+    if not isinstance(bbox, (list, tuple)) or len(bbox) != 4 or not all(isinstance(v, (int, float)) for v in bbox):
+        raise ValueError(f"annotation {a.get('id')} in {path}: bbox {bbox!r} is not [x, y, width, height]")
+    x, y, w, h = (float(v) for v in bbox)
+    if w < 0 or h < 0:
+        raise ValueError(f"annotation {a.get('id')} in {path}: bbox {bbox!r} has a negative width or height "
+                         "(COCO boxes are [x, y, width, height], not [x1, y1, x2, y2])")
+    return [x, y, x + w, y + h]
+
+
 class CocoSource:
     def __init__(self, images_dir: str, annotations: str, image_size: int = 512, max_images: int | None = None,
-                 num_classes: int = 90, seed: int = 0, **_: object):
+                 num_classes: int = 90, seed: int = 0, skip_missing: bool = False, **_: object):
         self.images_dir, self.annotations = Path(images_dir), Path(annotations)
         self.image_size, self.max_images, self.num_classes, self.seed = image_size, max_images, num_classes, seed
+        self.skip_missing = skip_missing
         if not self.images_dir.is_dir():
             raise FileNotFoundError(f"data.images_dir={images_dir!r} is not a directory")
 
+    def _present(self, imgs: list[dict]) -> tuple[list[dict], int]:
+        present = [im for im in imgs if (self.images_dir / im["file_name"]).is_file()]
+        missing = len(imgs) - len(present)
+        if not missing:
+            return imgs, 0
+        first = next(im["file_name"] for im in imgs if not (self.images_dir / im["file_name"]).is_file())
+        if not self.skip_missing:
+            raise FileNotFoundError(
+                f"missing image file: {self.images_dir / first} ({missing} of {len(imgs)} listed images are not "
+                f"on disk); set data.skip_missing=true to evaluate the {len(present)} present")
+        if not present:
+            raise FileNotFoundError(f"none of the {len(imgs)} images in {self.annotations} is under {self.images_dir}")
+        log.warning("data.skip_missing: %d of %d listed images are not on disk and were skipped (e.g. %s)",
+                    missing, len(imgs), first)
+        return present, missing
+
     def splits(self) -> dict[str, Split]:
         data = read_instances(self.annotations)
-        cat_ids = sorted(c["id"] for c in data["categories"])
-        if len(cat_ids) > self.num_classes:
-            raise ValueError(f"{len(cat_ids)} categories in {self.annotations} > data.num_classes={self.num_classes}")
-        cat_index = {c: k for k, c in enumerate(cat_ids)}
+        cat_index = category_index(data["categories"], self.num_classes, self.annotations)
         by_image: dict[int, list[dict]] = {}
         for a in data["annotations"]:
             if a.get("iscrowd", 0):
                 continue
-            if a["category_id"] not in cat_index:
-                raise ValueError(f"annotation {a.get('id')} has unknown category_id {a['category_id']}")
+            if a.get("category_id") not in cat_index:
+                raise ValueError(f"annotation {a.get('id')} has unknown category_id {a.get('category_id')}")
+            xyxy_box(a, self.annotations)  # validate every annotation, not only those of sampled images
             by_image.setdefault(a["image_id"], []).append(a)
         imgs = sorted(data["images"], key=lambda im: im["id"])
+        imgs, n_missing = self._present(imgs)
         if self.max_images is not None and len(imgs) > self.max_images:
             pick = np.sort(np.random.default_rng(self.seed).choice(len(imgs), self.max_images, replace=False))
             imgs = [imgs[k] for k in pick]
@@ -63,8 +117,7 @@ class CocoSource:
             arr, scale = letterbox(open_rgb(self.images_dir / info["file_name"]), self.image_size)
             images.append(arr)
             anns = by_image.get(info["id"], [])
-            b = np.array([a["bbox"] for a in anns], np.float32).reshape(-1, 4)
-            b[:, 2:] += b[:, :2]  # xywh -> xyxy
+            b = np.array([xyxy_box(a, self.annotations) for a in anns], np.float32).reshape(-1, 4)
             b = np.clip(b * scale, 0, self.image_size)
             c = np.array([cat_index[a["category_id"]] for a in anns], np.int64)
             area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
@@ -72,7 +125,12 @@ class CocoSource:
             boxes.append(b)
             classes.append(c)
             offsets.append(offsets[-1] + len(c))
-        names = {c["id"]: c.get("name", str(c["id"])) for c in data["categories"]}
+        names: list[str | None] = [None] * self.num_classes  # index = class = category id - 1; gaps stay None
+        for c in data["categories"]:
+            names[c["id"] - 1] = c.get("name", str(c["id"]))
+        meta = {"class_names": names, "category_ids": sorted(cat_index)}
+        if n_missing:
+            meta["n_missing_skipped"] = n_missing
         split = Split(np.stack(images), np.array(labels, np.int64), np.concatenate(boxes), np.concatenate(classes),
-                      np.array(offsets, np.int64), {"class_names": [names[c] for c in cat_ids], "category_ids": cat_ids})
+                      np.array(offsets, np.int64), meta)
         return {"val": split}

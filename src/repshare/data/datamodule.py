@@ -8,6 +8,7 @@ Classification batches are ``(images uint8 B,3,H,W, labels)``; detection batches
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,21 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from repshare.data.shards import Split, load_split
+
+
+LABELS = ("labels", "color_labels")  # which per-image label a classifier learns
+
+
+def with_label(split: Split, label: str = "labels") -> Split:
+    """``split`` whose ``labels`` are the chosen per-image label (e.g. the shapes' ``color_labels``)."""
+    if label not in LABELS:
+        raise ValueError(f"label={label!r} must be one of {', '.join(LABELS)}")
+    if label == "labels":
+        return split
+    values = getattr(split, label, None)
+    if values is None:
+        raise ValueError(f"the prepared data has no {label!r} (only the shapes data has it; re-run prepare)")
+    return dataclasses.replace(split, labels=values)
 
 
 class SplitDataset(Dataset):
@@ -45,8 +61,9 @@ class SplitDataset(Dataset):
 
 class PreparedDataModule(pl.LightningDataModule):
     def __init__(self, root: str | Path, batch_size: int = 64, num_workers: int = 0, task: str = "cls",
-                 seed: int = 0, train_split: str = "train", val_split: str = "val"):
+                 seed: int = 0, train_split: str = "train", val_split: str = "val", label: str = "labels"):
         super().__init__()
+        self.label = label
         self.root, self.batch_size, self.num_workers = Path(root), batch_size, num_workers
         self.task, self.seed = task, seed
         self.train_split, self.val_split = train_split, val_split
@@ -55,10 +72,10 @@ class PreparedDataModule(pl.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if self.val_set is None:
-            val = load_split(self.root, self.val_split)
+            val = with_label(load_split(self.root, self.val_split), self.label)
             self.val_set = SplitDataset(val, self.task)
         if self.train_set is None and stage in (None, "fit"):
-            train = load_split(self.root, self.train_split)
+            train = with_label(load_split(self.root, self.train_split), self.label)
             self.train_set = SplitDataset(train, self.task)
 
     def _loader(self, ds: Dataset, shuffle: bool) -> DataLoader:

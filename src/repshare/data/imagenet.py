@@ -1,13 +1,29 @@
 """ILSVRC2012-style validation data for the real mode.
 
 Two layouts are accepted:
-- class subfolders: ``root/<wnid>/*.JPEG``; labels follow the sorted folder names (or ``synsets``
-  when given, one wnid per line, line index = label).
-- flat: ``root/ILSVRC2012_val_*.JPEG`` plus ``val_txt`` with ``<file name> <label index>`` per line.
+- class subfolders: ``root/<wnid>/*.JPEG``;
+- flat: ``root/ILSVRC2012_val_*.JPEG`` plus ``val_txt`` with one ``<file> <label>`` per line. Accepted
+  line forms: ``file label``, ``file, label`` and ``./file, label`` (common CSV exports); the label is a
+  0-based class index in the standard order or a wnid (``n01440764``).
+
+Label order (the index a model's output unit means) is never guessed:
+- ``synsets`` given: one wnid per line, line index = label;
+- otherwise, a 1,000-class model uses the standard ILSVRC2012 order shipped with the package
+  (``imagenet_synsets.txt``: the 1,000 wnids sorted, as in timm / torchvision / caffe's val.txt);
+- otherwise (another class count) class subfolders are taken in sorted order only when every one of
+  the ``num_classes`` folders is present; a subset would shift every label, so it is refused.
+
+``skip_missing``: a label list naming images that are not on disk (e.g. all 50,000 listed, a subset
+copied) fails by default; with ``skip_missing=true`` the images present are used and the number
+skipped is logged and recorded in the split's meta (``n_missing_skipped``).
 """
 
 from __future__ import annotations
 
+import logging
+import re
+from functools import cache
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +31,21 @@ from tqdm import tqdm
 
 from repshare.data.images import IMAGE_EXTS, open_rgb, resize_center_crop
 from repshare.data.shards import Split
+
+log = logging.getLogger(__name__)
+
+SYNSETS_RESOURCE = "imagenet_synsets.txt"
+ILSVRC_NUM_CLASSES = 1000
+WNID = re.compile(r"^n\d{8}$")
+
+
+@cache
+def ilsvrc2012_synsets() -> tuple[str, ...]:
+    """The 1,000 ILSVRC2012 wnids in the standard label order (index = label)."""
+    text = resources.files("repshare.data").joinpath(SYNSETS_RESOURCE).read_text()
+    wnids = tuple(line.strip() for line in text.splitlines() if line.strip())
+    assert len(wnids) == ILSVRC_NUM_CLASSES, f"packaged {SYNSETS_RESOURCE} is damaged ({len(wnids)} lines)"
+    return wnids
 
 
 def read_synsets(path: Path) -> list[str]:
@@ -26,54 +57,142 @@ def read_synsets(path: Path) -> list[str]:
     return names
 
 
-def read_val_txt(path: Path) -> list[tuple[str, int]]:
+def parse_label_line(line: str) -> tuple[str, str] | None:
+    """``file label`` / ``file, label`` / ``./file, label`` -> (file, label text); None for a blank line."""
+    s = line.strip()
+    if not s:
+        return None
+    if "," in s:
+        name, _, label = s.rpartition(",")
+    else:
+        parts = s.rsplit(None, 1)
+        if len(parts) != 2:
+            raise ValueError("want '<file> <label>' or '<file>, <label>'")
+        name, label = parts
+    name, label = name.strip().strip("\"'"), label.strip().strip("\"'")
+    while name.startswith("./"):
+        name = name[2:]
+    if not name or not label:
+        raise ValueError("want '<file> <label>' or '<file>, <label>'")
+    return name, label
+
+
+def read_val_txt(path: Path) -> list[tuple[str, str]]:
+    """(file, label text) per line; the label is resolved against the class order later."""
     if not path.is_file():
         raise FileNotFoundError(f"missing val_txt file: {path}")
     out = []
     for k, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
+        try:
+            parsed = parse_label_line(line)
+        except ValueError as err:
+            raise ValueError(f"malformed val_txt {path} line {k}: {line!r} ({err})") from None
+        if parsed is None:
             continue
-        parts = line.split()
-        if len(parts) != 2 or not parts[1].lstrip("-").isdigit() or int(parts[1]) < 0:
-            raise ValueError(f"malformed val_txt {path} line {k}: {line!r} (want '<file> <label index>')")
-        out.append((parts[0], int(parts[1])))
+        label = parsed[1]
+        if not (label.isdigit() or WNID.match(label)):
+            hint = " (a header line? remove it)" if k == 1 else ""
+            raise ValueError(f"malformed val_txt {path} line {k}: {line!r}: label {label!r} is neither a "
+                             f"0-based class index nor a wnid like n01440764{hint}")
+        out.append(parsed)
     return out
 
 
 class ImageNetSource:
     def __init__(self, root: str, val_txt: str | None = None, synsets: str | None = None, image_size: int = 224,
                  crop_pct: float = 0.875, max_images: int | None = None, num_classes: int = 1000,
-                 seed: int = 0, **_: object):
+                 seed: int = 0, skip_missing: bool = False, **_: object):
         self.root = Path(root)
         self.val_txt = Path(val_txt) if val_txt else None
         self.synsets = Path(synsets) if synsets else None
         self.image_size, self.crop_pct = image_size, crop_pct
         self.max_images, self.num_classes, self.seed = max_images, num_classes, seed
+        self.skip_missing = skip_missing
+        self.n_missing_skipped = 0
         if not self.root.is_dir():
             raise FileNotFoundError(f"data.root={root!r} is not a directory")
 
+    def class_order(self) -> list[str] | None:
+        """wnid per label: the synsets file, else the standard 1,000 for a 1,000-class model, else None."""
+        if self.synsets is not None:
+            wnids = read_synsets(self.synsets)
+            if len(wnids) != self.num_classes:
+                raise ValueError(f"data.synsets={str(self.synsets)!r} lists {len(wnids)} wnids but "
+                                 f"data.num_classes={self.num_classes}")
+            return wnids
+        if self.num_classes == ILSVRC_NUM_CLASSES:
+            return list(ilsvrc2012_synsets())
+        return None
+
+    def _folder_items(self, wnids: list[str] | None) -> tuple[list[tuple[Path, int]], list[str]]:
+        dirs = sorted(d.name for d in self.root.iterdir() if d.is_dir())
+        if not dirs:
+            raise ValueError(f"data.root={str(self.root)!r} has no class subfolders and no val_txt was given")
+        if wnids is None:
+            if len(dirs) != self.num_classes:
+                # Sorted folder names are the labels only if all classes are there; a subset shifts them.
+                raise ValueError(
+                    f"data.root={str(self.root)!r} has {len(dirs)} class folders but data.num_classes="
+                    f"{self.num_classes}: the label of each folder is unknown. Give data.synsets (one wnid per "
+                    "line, line index = label) or provide every class folder")
+            wnids = dirs
+        index = {w: k for k, w in enumerate(wnids)}
+        items = []
+        for d in dirs:
+            if d not in index:
+                where = f"data.synsets={str(self.synsets)!r}" if self.synsets else "the ILSVRC2012 synsets"
+                raise ValueError(f"class folder {d!r} is not in {where}; name folders by wnid or give data.synsets")
+            items += [(p, index[d]) for p in sorted((self.root / d).iterdir()) if p.suffix.lower() in IMAGE_EXTS]
+        return items, wnids
+
+    def _list_items(self, wnids: list[str] | None) -> list[tuple[Path, int]]:
+        index = {w: k for k, w in enumerate(wnids or [])}
+        items = []
+        for name, label in read_val_txt(self.val_txt):
+            if label.isdigit():
+                items.append((self.root / name, int(label)))
+            elif label in index:
+                items.append((self.root / name, index[label]))
+            else:
+                raise ValueError(f"val_txt {self.val_txt}: wnid label {label!r} of {name} is not in "
+                                 + ("the class order" if wnids else f"any synsets list (data.num_classes="
+                                    f"{self.num_classes}: give data.synsets)"))
+        return items
+
     def items(self) -> tuple[list[tuple[Path, int]], list[str] | None]:
+        wnids = self.class_order()
         if self.val_txt is not None:
-            items = [(self.root / f, label) for f, label in read_val_txt(self.val_txt)]
-            wnids = read_synsets(self.synsets) if self.synsets else None
+            items = self._list_items(wnids)
         else:
-            dirs = sorted(d.name for d in self.root.iterdir() if d.is_dir())
-            if not dirs:
-                raise ValueError(f"data.root={str(self.root)!r} has no class subfolders and no val_txt was given")
-            wnids = read_synsets(self.synsets) if self.synsets else dirs
-            index = {w: k for k, w in enumerate(wnids)}
-            items = []
-            for d in dirs:
-                if d not in index:
-                    raise ValueError(f"class folder {d!r} is not in the synsets list")
-                items += [(p, index[d]) for p in sorted((self.root / d).iterdir()) if p.suffix.lower() in IMAGE_EXTS]
+            items, wnids = self._folder_items(wnids)
         for path, label in items:
             if label >= self.num_classes:
-                raise ValueError(f"label {label} of {path.name} >= data.num_classes={self.num_classes}")
+                raise ValueError(
+                    f"label {label} of {path.name} >= data.num_classes={self.num_classes} (labels are 0-based "
+                    "in the standard wnid order; the devkit's 1-based ILSVRC2012_IDs need converting)")
+        items = self._drop_missing(items)
         if self.max_images is not None and len(items) > self.max_images:
             pick = np.sort(np.random.default_rng(self.seed).choice(len(items), self.max_images, replace=False))
             items = [items[k] for k in pick]
         return items, wnids
+
+    def _drop_missing(self, items: list[tuple[Path, int]]) -> list[tuple[Path, int]]:
+        present = [it for it in items if it[0].is_file()]
+        missing = len(items) - len(present)
+        self.n_missing_skipped = 0
+        if not missing:
+            return items
+        first = next(p for p, _ in items if not p.is_file())
+        if not self.skip_missing:
+            raise FileNotFoundError(
+                f"missing image file: {first} ({missing} of {len(items)} listed images are not on disk); "
+                f"set data.skip_missing=true to evaluate the {len(present)} present")
+        if not present:
+            raise FileNotFoundError(f"none of the {len(items)} listed images is under {self.root}, e.g. {first}")
+        log.warning("data.skip_missing: %d of %d listed images are not on disk and were skipped (e.g. %s)",
+                    missing, len(items), first.name)
+        self.n_missing_skipped = missing
+        return present
 
     def splits(self) -> dict[str, Split]:
         items, wnids = self.items()
@@ -83,6 +202,9 @@ class ImageNetSource:
                            for p, _ in tqdm(items, desc="imagenet", unit="img")])
         labels = np.array([label for _, label in items], np.int64)
         n = len(items)
+        meta = {"class_names": wnids}
+        if self.n_missing_skipped:
+            meta["n_missing_skipped"] = self.n_missing_skipped
         split = Split(images, labels, np.zeros((0, 4), np.float32), np.zeros(0, np.int64), np.zeros(n + 1, np.int64),
-                      {"class_names": wnids})
+                      meta)
         return {"val": split}

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from repshare.config import ConfigError, allowed_target
 from repshare.data.shards import prepared_dir, write_manifest, write_split
-from repshare.utils.io import atomic_dir
+from repshare.utils.io import atomic_dir, write_json
 from repshare.utils.record import provenance
 
 log = logging.getLogger(__name__)
@@ -20,6 +22,10 @@ def build_source(cfg: DictConfig):
     kwargs = OmegaConf.to_container(cfg.data, resolve=True)
     kwargs.pop("name", None)
     kwargs.pop("shard_size", None)
+    # validate_config checks this too; repeated here because instantiate runs whatever it is given.
+    if not allowed_target(kwargs.get("_target_")):
+        raise ConfigError(f"config value data._target_={kwargs.get('_target_')!r} is invalid: only the project's own "
+                          "data sources (repshare.data.<module>.<Class>) may be instantiated")
     return instantiate(kwargs)
 
 
@@ -37,8 +43,18 @@ def prepare(cfg: DictConfig) -> dict:
         meta = {
             "source": cfg.data.name,
             "class_names": first.meta.get("class_names"),
-            "seconds": round(time.time() - t0, 2),
-            "provenance": provenance(cfg.data, "prepare"),
+            # Real data with data.skip_missing: how many listed images were absent (only when some were).
+            **{k: first.meta[k] for k in ("n_missing_skipped",) if k in first.meta},
+            "config": OmegaConf.to_container(cfg.data, resolve=True),  # what made the data (deterministic)
         }
         write_manifest(tmp, entries, meta)
+    # Provenance (time, duration, machine) beside the output, not in it: the manifest, and so DVC's hash
+    # of data/prepared that every later stage depends on, stays the same for the same data.
+    write_json(run_record_path(cfg), {"metrics": {k: {"n": e["n"], "n_boxes": e["n_boxes"]} for k, e in entries.items()},
+                                      "seconds": round(time.time() - t0, 2), **provenance(cfg.data, "prepare")})
     return entries
+
+
+def run_record_path(cfg: DictConfig) -> Path:
+    """``<data_dir>/prepare_run.json``: a ``cache: false`` output that no later stage depends on."""
+    return Path(cfg.paths.data_dir) / "prepare_run.json"

@@ -16,6 +16,9 @@ import numpy as np
 CLASS_NAMES: tuple[str, ...] = (
     "circle", "square", "triangle", "diamond", "plus", "ring", "star", "half_disk",
 )
+# Second label of the same images (a second workload classifier, Gemel's per-camera queries): the
+# colour of the largest object, as the nearest corner of the RGB cube (bit 2 = red, 1 = green, 0 = blue).
+COLOR_NAMES: tuple[str, ...] = ("black", "blue", "green", "cyan", "red", "magenta", "yellow", "white")
 MIN_IMAGE_SIZE = 32  # below this the smallest objects are a few pixels and the classes blur
 CHUNK = 512  # images generated at once (bounds peak memory at ~100 MB for 128 px)
 
@@ -31,6 +34,7 @@ class ShapeSet:
     box_classes: np.ndarray  # int64 (M,)
     box_offsets: np.ndarray  # int64 (N + 1,)
     meta: dict = field(default_factory=dict)
+    color_labels: np.ndarray | None = None  # int64 (N,): COLOR_NAMES index of the largest object
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -106,7 +110,7 @@ def _paint(img: np.ndarray, cx: np.ndarray, cy: np.ndarray, rad: np.ndarray, cls
 def _generate_chunk(
     rng: np.random.Generator, n: int, s: int, num_classes: int, max_objects: int,
     n_distractors: int, difficulty: float,
-) -> tuple[np.ndarray, np.ndarray, list[np.ndarray], list[np.ndarray]]:
+) -> tuple[np.ndarray, np.ndarray, list[np.ndarray], list[np.ndarray], np.ndarray]:
     img = _background(rng, n, s, difficulty)
     # Distractors: small disks under the objects (painted first), never labelled.
     for _ in range(n_distractors):
@@ -154,7 +158,10 @@ def _generate_chunk(
 
     images = np.clip(np.rint(img), 0, 255).astype(np.uint8)
     labels = classes[:, 0].astype(np.int64)
-    return images, labels, [np.stack(b) for b in boxes], [np.asarray(c, np.int64) for c in box_cls]
+    # Derived from the colours already drawn (no extra random draws: every other array is unchanged).
+    bits = colors[:, 0] >= 128.0
+    color_labels = (4 * bits[:, 0] + 2 * bits[:, 1] + bits[:, 2]).astype(np.int64)
+    return images, labels, [np.stack(b) for b in boxes], [np.asarray(c, np.int64) for c in box_cls], color_labels
 
 
 def generate_shapes(
@@ -180,7 +187,7 @@ def generate_shapes(
     if not parts:
         s = image_size
         return ShapeSet(np.zeros((0, s, s, 3), np.uint8), np.zeros(0, np.int64), np.zeros((0, 4), np.float32),
-                        np.zeros(0, np.int64), np.zeros(1, np.int64))
+                        np.zeros(0, np.int64), np.zeros(1, np.int64), color_labels=np.zeros(0, np.int64))
     images = np.concatenate([p[0] for p in parts])
     labels = np.concatenate([p[1] for p in parts])
     box_list = [b for p in parts for b in p[2]]
@@ -188,7 +195,8 @@ def generate_shapes(
     counts = np.array([len(c) for c in cls_list], np.int64)
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     meta = {"class_names": list(CLASS_NAMES[:num_classes]), "image_size": image_size}
-    return ShapeSet(images, labels, np.concatenate(box_list), np.concatenate(cls_list), offsets, meta)
+    color_labels = np.concatenate([p[4] for p in parts])
+    return ShapeSet(images, labels, np.concatenate(box_list), np.concatenate(cls_list), offsets, meta, color_labels)
 
 
 class ShapesSource:

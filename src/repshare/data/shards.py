@@ -32,6 +32,7 @@ class Split:
     box_classes: np.ndarray
     box_offsets: np.ndarray
     meta: dict[str, Any] = field(default_factory=dict)
+    color_labels: np.ndarray | None = None  # shapes only: the largest object's colour (second label)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -39,6 +40,19 @@ class Split:
     def boxes_of(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         a, b = self.box_offsets[n], self.box_offsets[n + 1]
         return self.boxes[a:b], self.box_classes[a:b]
+
+
+def save_npz(path: Path, **arrays: np.ndarray) -> None:
+    """``np.savez`` with fixed zip timestamps: the same arrays give the same bytes, so DVC's hash stays put.
+
+    (np.savez stamps every member with the wall-clock time, so identical data got a new hash on each run.)
+    """
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for key, value in arrays.items():
+            info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.external_attr = 0o644 << 16
+            with zf.open(info, "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.asanyarray(value), allow_pickle=False)
 
 
 def write_split(root: Path, split: str, data: Any, shard_size: int) -> dict[str, Any]:
@@ -50,8 +64,11 @@ def write_split(root: Path, split: str, data: Any, shard_size: int) -> dict[str,
         stop = min(start + shard_size, n)
         a, b = int(data.box_offsets[start]), int(data.box_offsets[stop])
         path = root / f"{split}-{k:05d}.npz"
-        np.savez(
+        color = getattr(data, "color_labels", None)
+        extra = {} if color is None else {"color_labels": color[start:stop]}  # shapes only
+        save_npz(
             path,
+            **extra,
             images=data.images[start:stop],
             labels=data.labels[start:stop],
             boxes=data.boxes[a:b],
@@ -71,7 +88,19 @@ def read_manifest(root: str | Path) -> dict[str, Any]:
     root = Path(root)
     if not (root / MANIFEST).is_file():
         raise FileNotFoundError(f"no prepared data at {root} (missing {MANIFEST}); run the prepare stage first")
-    return read_json(root / MANIFEST)
+    manifest = read_json(root / MANIFEST)
+    # Name what is wrong with a hand-edited or foreign manifest instead of failing later on a bare KeyError.
+    splits = manifest.get("splits") if isinstance(manifest, dict) else None
+    if not isinstance(splits, dict) or not splits:
+        raise ValueError(f"{root / MANIFEST} has no 'splits' entry; it is not a manifest written by the prepare stage "
+                         "(rerun prepare)")
+    for name, entry in splits.items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("shards"), list):
+            raise ValueError(f"{root / MANIFEST}: split {name!r} lists no 'shards' (rerun prepare)")
+        for shard in entry["shards"]:
+            if not isinstance(shard, dict) or not {"file", "sha256"} <= set(shard):
+                raise ValueError(f"{root / MANIFEST}: a shard of split {name!r} lacks 'file'/'sha256' (rerun prepare)")
+    return manifest
 
 
 def load_split(root: str | Path, split: str, verify: bool = True) -> Split:
@@ -91,6 +120,8 @@ def load_split(root: str | Path, split: str, verify: bool = True) -> Split:
         try:
             with np.load(path, allow_pickle=False) as z:
                 parts.append({k: z[k] for k in ("images", "labels", "boxes", "box_classes", "box_offsets")})
+                if "color_labels" in z.files:
+                    parts[-1]["color_labels"] = z["color_labels"]
         except (zipfile.BadZipFile, ValueError, OSError, KeyError, io.UnsupportedOperation) as err:
             raise ValueError(f"corrupted shard {path}: {err}") from None
     offsets, base = [np.zeros(1, np.int64)], 0
@@ -105,6 +136,8 @@ def load_split(root: str | Path, split: str, verify: bool = True) -> Split:
         box_classes=np.concatenate([p["box_classes"] for p in parts]).astype(np.int64),
         box_offsets=np.concatenate(offsets),
         meta=meta,
+        color_labels=(np.concatenate([p["color_labels"] for p in parts]).astype(np.int64)
+                      if parts and all("color_labels" in p for p in parts) else None),
     )
 
 

@@ -22,7 +22,6 @@ from torch import nn
 from tqdm import tqdm
 
 from repshare.cka import MinibatchCKA
-from repshare.features.batching import batch_bounds, to_chw
 from repshare.features.stages import run_stages, stage_names
 
 log = logging.getLogger(__name__)
@@ -194,6 +193,7 @@ def write_cka_results(result: CKAResult, out_dir: Path, estimator: str, provenan
         "n": result.n,
         "estimator": estimator,
         "kernel": result.kernel,
+        "protocol": result.extra.get("protocol", "per_model"),
         "seconds": round(result.seconds, 3),
         "provenance": provenance or {},
     }
@@ -210,62 +210,23 @@ def write_cka_results(result: CKAResult, out_dir: Path, estimator: str, provenan
     return record
 
 
-def run_cka(cfg) -> CKAResult:
-    """DVC stage ``cka``: stage-wise CKA of the trained detector backbone vs the trained classifier."""
-    from repshare.data.shards import load_split
-    from repshare.models.load import load_classifier, load_detector, resolve_device
-    from repshare.utils.io import atomic_dir, write_text
-    from repshare.utils.record import provenance
-    from repshare.utils.runlog import RunLog
+PROTOCOLS = ("per_model", "shared")
 
-    cap, ckc = cfg.capture, cfg.cka
-    split = load_split(Path(cfg.paths.data_dir) / "prepared", cap.split)
-    n_avail = len(split.images)
-    if cap.n_samples > n_avail:
-        raise ValueError(
-            f"capture.n_samples={cap.n_samples} but split '{cap.split}' has only {n_avail} images"
-        )
-    images = split.images[: cap.n_samples]
-    if ckc.estimator not in ("minibatch_unbiased", "minibatch_biased"):
-        raise ValueError(f"cka.estimator must be minibatch_unbiased|minibatch_biased, got {ckc.estimator!r}")
-    unbiased = ckc.estimator == "minibatch_unbiased"
-    dtype = getattr(torch, str(ckc.dtype), None)
-    if not isinstance(dtype, torch.dtype):
-        raise ValueError(f"cka.dtype={ckc.dtype!r} is not a torch dtype")
-    device = resolve_device(cap.device)
-    # Checked before any model loads; a short last batch joins the previous one.
-    bounds = batch_bounds(len(images), cap.batch_size, 4 if unbiased else 2, name="capture.batch_size")
-    classifier, cls_pre = load_classifier(cfg)
-    det, det_pre = load_detector(cfg)
-    backbone = det.backbone
-    if cap.shared_input_size is not None:
-        _set_input_size(cls_pre, cap.shared_input_size)
-        _set_input_size(det_pre, cap.shared_input_size)
-    else:
-        _set_input_size(cls_pre, cap.classifier_input_size)
-        _set_input_size(det_pre, cap.detector_input_size)
-    result = capture_cka(
-        classifier, cls_pre, backbone, det_pre,
-        (to_chw(images[a:b]) for a, b in bounds),
-        kernel=ckc.kernel, unbiased=unbiased, rbf_threshold=ckc.rbf_threshold, dtype=dtype,
-        device=device, total=len(bounds),
-    )
-    log.info("cka: n=%d in %.1fs; same-stage %s", result.n, result.seconds,
-             " ".join(f"{v:.3f}" for v in result.same_stage))
-    results_dir = Path(cfg.paths.results_dir)
-    with atomic_dir(results_dir / "cka") as tmp:
-        write_cka_results(result, tmp, ckc.estimator, provenance(cfg, "cka"))
-        run = RunLog(cfg, "cka", tmp)
-        run.summary(
-            n=result.n, seconds=result.seconds,
-            **{f"same_stage/{name}": float(v) for name, v in zip(result.stage_names_classifier, result.same_stage)},
-        )
-        run.log_table("same_stage", [
-            {"stage": i, "name": result.stage_names_classifier[i], "cka": float(v)}
-            for i, v in enumerate(result.same_stage)
-        ])
-        run.log_image("cka_heatmap", tmp / "cka_heatmap.png")
-        run.close()
-    rows = [["stage", "cka"]] + [[i, f"{v:.6f}"] for i, v in enumerate(result.same_stage)]
-    write_text(results_dir / "plots" / "cka_same_stage.csv", _csv(rows))
-    return result
+
+def protocol_preprocess(protocol: str, cls_pre: nn.Module, det_pre: nn.Module) -> tuple[nn.Module, nn.Module]:
+    """(classifier preprocess, detector preprocess) under an input protocol.
+
+    ``per_model``: each model its own resolution and normalisation. ``shared``: the detector's
+    backbone receives exactly the classifier's input (resolution, interpolation, normalisation), so
+    same-stage representations have the same shape and no resizing is needed.
+    """
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown input protocol {protocol!r}: expected one of {', '.join(PROTOCOLS)}")
+    return (cls_pre, cls_pre) if protocol == "shared" else (cls_pre, det_pre)
+
+
+def run_cka(cfg) -> CKAResult:
+    """DVC stage ``cka`` (wiring in ``repshare.stages.cka``); returns the first protocol's result."""
+    from repshare.stages.cka import run
+
+    return run(cfg)

@@ -6,6 +6,7 @@ pickle (a user's ``.pth``/``.pt`` file) uses ``weights_only=True``.
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +42,16 @@ def load_state_file(path: str | Path) -> dict[str, torch.Tensor]:
         if path.suffix == ".safetensors":
             return load_file(str(path))
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (SafetensorError, RuntimeError, OSError, EOFError, ValueError) as err:
-        raise ValueError(f"unreadable checkpoint {path}: {err}") from None
+    except pickle.UnpicklingError as err:
+        if "GLOBAL" not in str(err):  # not a pickle at all (e.g. text): "Unsupported operand 110"
+            raise ValueError(f"unreadable checkpoint {path}: not a safetensors/torch weight file") from None
+        # torch's weights-only unpickler met a class or function: something other than tensors and containers.
+        raise ValueError(f"refused checkpoint {path}: it holds Python objects other than weights, and loading it "
+                         "would run code (give a safetensors file or a plain state dict saved with torch.save)") from None
+    except (SafetensorError, RuntimeError, OSError, EOFError, ValueError, KeyError, IndexError) as err:
+        # A text or truncated file surfaces as e.g. KeyError(101) from the pickle reader: name the file instead.
+        detail = "" if isinstance(err, (KeyError, IndexError)) or not str(err) else f" ({str(err).splitlines()[0][:120]})"
+        raise ValueError(f"unreadable checkpoint {path}: not a safetensors/torch weight file{detail}") from None
     for key in ("state_dict", "model", "state_dict_ema"):
         if isinstance(state, dict) and key in state and isinstance(state[key], dict):
             state = state[key]

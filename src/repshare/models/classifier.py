@@ -1,4 +1,4 @@
-"""EfficientNet classifier (timm) and its Lightning module."""
+"""timm classifier (EfficientNet by default; any timm model with a stage-wise walk) and its Lightning module."""
 
 from __future__ import annotations
 
@@ -12,23 +12,35 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from repshare.features.stages import stage_layout, verify_stage_walk
 from repshare.models.checkpoint import load_into
 from repshare.models.preprocess import Preprocess
+from repshare.models.weights import fetch_guard, resolve_weights, timm_weights
 
 
 def build_classifier(arch: str = "efficientnet_b0", num_classes: int = 1000, pretrained: bool = False,
                      checkpoint_path: str | None = None, drop_rate: float = 0.0, drop_path_rate: float = 0.0,
-                     **_: Any) -> nn.Module:
-    """A timm classifier; ``checkpoint_path`` (safetensors or torch weights) overrides ``pretrained``."""
-    if arch not in timm.list_models():
-        raise ValueError(f"model.classifier.arch={arch!r} is not a timm model name")
-    model = timm.create_model(arch, pretrained=pretrained and not checkpoint_path, num_classes=num_classes,
-                              drop_rate=drop_rate, drop_path_rate=drop_path_rate)
-    for attr in ("conv_stem", "bn1", "blocks", "conv_head", "bn2"):
-        if not hasattr(model, attr):
-            raise ValueError(f"model.classifier.arch={arch!r} is not an EfficientNet-style model (no '{attr}'); "
-                             "stage-wise sharing needs conv_stem/bn1/blocks")
-    if checkpoint_path:
+                     weights: str | None = None, key: str = "model.classifier", **_: Any) -> nn.Module:
+    """A timm classifier. ``weights`` (random | pretrained | checkpoint) says what to load, see
+    ``repshare.models.weights``; ``trained`` is resolved to a checkpoint by ``repshare.models.load`` and
+    means a fresh initialisation here. ``checkpoint_path`` (safetensors or torch weights) wins over
+    ``pretrained``."""
+    if not timm.is_model(arch):
+        raise ValueError(f"{key}.arch={arch!r} is not a timm model name")
+    source = resolve_weights(weights, pretrained, checkpoint_path, key)
+    kwargs = dict(num_classes=num_classes, drop_rate=drop_rate, drop_path_rate=drop_path_rate)
+    if source == "pretrained":
+        url, cached = timm_weights(arch)
+        with fetch_guard(key, f"{key}.arch={arch!r}", url, cached):
+            model = timm.create_model(arch, pretrained=True, **kwargs)
+    else:
+        model = timm.create_model(arch, pretrained=False, **kwargs)
+    try:  # stage-wise capture, CKA and merging need a stem + stages walk (EfficientNet: checked by structure)
+        if stage_layout(model).family != "efficientnet":
+            verify_stage_walk(model)
+    except ValueError as err:
+        raise ValueError(f"{key}.arch={arch!r}: {err}") from None
+    if source == "checkpoint":
         load_into(model, checkpoint_path, f"classifier {arch} with {num_classes} classes")
     return model
 

@@ -23,24 +23,32 @@ from torchmetrics.detection import MeanAveragePrecision
 from repshare.features.stages import stage_modules
 from repshare.models.checkpoint import load_into
 from repshare.models.preprocess import Preprocess
+from repshare.models.weights import fetch_guard, resolve_weights, torch_hub_cached
+
 
 def build_detector(arch: str = "efficientdet_d0", num_classes: int = 90, pretrained: bool = False,
                    checkpoint_path: str | None = None, image_size: int = 512, max_det_per_image: int = 100,
-                   **_: Any) -> EfficientDet:
+                   weights: str | None = None, key: str = "model.detector", **_: Any) -> EfficientDet:
+    """An effdet EfficientDet; ``weights`` as in ``build_classifier`` (``repshare.models.weights``)."""
     if arch not in efficientdet_model_param_dict:
-        raise ValueError(f"model.detector.arch={arch!r} is not an effdet model name")
+        raise ValueError(f"{key}.arch={arch!r} is not an effdet model name")
     if image_size % 128:
-        raise ValueError(f"model.detector.image_size={image_size} must be a multiple of 128 for effdet")
-    if pretrained and not checkpoint_path:
-        # Published COCO weights (network); the head is reset when the class count differs.
-        return create_model(arch, pretrained=True, num_classes=num_classes, image_size=(image_size, image_size),
-                            max_det_per_image=max_det_per_image)
+        raise ValueError(f"{key}.image_size={image_size} must be a multiple of 128 for effdet")
+    source = resolve_weights(weights, pretrained, checkpoint_path, key)
+    if source == "pretrained":
+        # Published COCO weights (network or torch.hub cache); the head is reset when the class count differs.
+        url = get_efficientdet_config(arch).url
+        if not url:
+            raise ValueError(f"effdet publishes no weights for {key}.arch={arch!r}: set weights=random or checkpoint_path")
+        with fetch_guard(key, f"{key}.arch={arch!r}", url, torch_hub_cached(url)):
+            return create_model(arch, pretrained=True, num_classes=num_classes, image_size=(image_size, image_size),
+                                max_det_per_image=max_det_per_image)
     config = get_efficientdet_config(arch)
     config.num_classes = num_classes
     config.image_size = (image_size, image_size)
     config.max_det_per_image = max_det_per_image
     model = EfficientDet(config, pretrained_backbone=False)
-    if checkpoint_path:
+    if source == "checkpoint":
         load_into(model, checkpoint_path, f"detector {arch} with {num_classes} classes")
     return model
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -19,9 +18,9 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm.auto import tqdm
 
-from repshare.features.stages import check_stage, run_from, run_stages, stage_modules, stage_names
+from repshare.features.stages import check_stage, run_from, run_stages, stage_modules
 from repshare.sharing.adapter import Adapter, check_method
-from repshare.sharing.memory import memory_saved_frac, model_bytes, model_params, offloaded_bytes, offloaded_params
+from repshare.sharing.memory import memory_saved_frac, offloaded_bytes, offloaded_params
 from repshare.sharing.merged import MergedClassifier, apply_pre, stage_shapes
 
 log = logging.getLogger("repshare")
@@ -116,6 +115,68 @@ def evaluate_all_pairs(
                 hits[(i, j)][1] += c5
             n += len(y)
     return {p: _scores(tuple(h), n) for p, h in hits.items()}
+
+
+def agreement(pred: torch.Tensor | Sequence[int], reference: torch.Tensor | Sequence[int]) -> float:
+    """Fraction of images on which two classifiers predict the same class (no labels involved)."""
+    pred, reference = torch.as_tensor(pred).reshape(-1), torch.as_tensor(reference).reshape(-1)
+    if pred.shape != reference.shape:
+        raise ValueError(f"agreement needs predictions for the same images: {pred.numel()} vs {reference.numel()}")
+    if pred.numel() == 0:
+        raise ValueError("agreement of zero predictions is undefined")
+    return float((pred == reference).double().mean())
+
+
+AdapterKey = tuple[str, int, int]  # (adapter name, detector stage i, classifier stage j)
+
+
+def evaluate_adapters(
+    backbone: nn.Module,
+    det_pre: nn.Module | None,
+    classifier: nn.Module,
+    cls_pre: nn.Module | None,
+    batches: Iterable[Batch],
+    adapters: dict[AdapterKey, nn.Module],
+    device: str | torch.device = "cpu",
+    progress: bool = False,
+) -> tuple[dict[AdapterKey, dict[str, float | int]], dict[str, float | int]]:
+    """Accuracy and agreement of every (adapter, i, j) merge, plus the unmerged baseline, in one pass.
+
+    Per batch the detector prefix and the unmerged classifier run once; each merge runs only its
+    adapter and the classifier suffix. ``agree`` = fraction of images where the merge predicts the
+    unmerged classifier's class (label-free); ``acc``/``acc_top5`` use the labels.
+    """
+    if not adapters:
+        raise ValueError("no adapters to evaluate")
+    for _, i, j in adapters:
+        check_stage(backbone, i, f"detector stage of pair {(i, j)}")
+        check_stage(classifier, j, f"classifier stage of pair {(i, j)}")
+    device = _prepare(device, backbone, classifier, det_pre, cls_pre, *adapters.values())
+    max_i = max(i for _, i, _ in adapters)
+    hits = {k: [0, 0, 0] for k in adapters}
+    base = [0, 0]
+    n = 0
+    with torch.inference_mode():
+        for x, y in tqdm(batches, desc="merged pairs", disable=not progress, leave=False):
+            x, y = x.to(device), y.to(device)
+            ref_logits = classifier(apply_pre(cls_pre, x))
+            ref = ref_logits.argmax(1)
+            c1, c5 = _correct(ref_logits, y)
+            base[0] += c1
+            base[1] += c5
+            outs = run_stages(backbone, apply_pre(det_pre, x), max_i)
+            for key, adapter in adapters.items():
+                logits = run_from(classifier, adapter(outs[key[1]]), key[2])
+                c1, c5 = _correct(logits, y)
+                h = hits[key]
+                h[0] += c1
+                h[1] += c5
+                h[2] += int((logits.argmax(1) == ref).sum())
+            n += len(y)
+    # counts kept beside the rates so disjoint evaluations combine exactly
+    res = {k: {**_scores((h[0], h[1]), n), "agree": h[2] / n, "correct": h[0], "correct_top5": h[1], "agreed": h[2]}
+           for k, h in hits.items()}
+    return res, {**_scores(tuple(base), n), "correct": base[0], "correct_top5": base[1]}
 
 
 def evaluate_model(model: nn.Module, batches: Iterable[Batch], device: str | torch.device = "cpu") -> dict[str, float | int]:
@@ -228,72 +289,7 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
 
 
 def run_evaluate_merged(cfg) -> Path:
-    """DVC stage ``evaluate_merged``: all 8 x 8 pairs on the val split -> results/sharing/."""
-    from repshare.data.shards import load_split
-    from repshare.features.batching import labelled_batches
-    from repshare.models.load import load_classifier, load_detector, resolve_device
-    from repshare.utils.io import atomic_dir, write_json
-    from repshare.utils.record import provenance
-    from repshare.utils.runlog import RunLog
+    """DVC stage ``evaluate_merged`` (wiring in ``repshare.stages.evaluate_merged``)."""
+    from repshare.stages.evaluate_merged import run
 
-    sc = cfg.sharing
-    split = load_split(Path(cfg.paths.data_dir) / "prepared", "val")
-    images, labels = split.images, split.labels
-    if sc.n_eval is not None:
-        images, labels = images[: sc.n_eval], labels[: sc.n_eval]
-    batches = labelled_batches(images, labels, int(sc.batch_size))
-    if not batches:
-        raise ValueError(f"val split under {cfg.paths.data_dir}/prepared holds no images")
-    device = resolve_device(sc.device)
-    classifier, cls_pre = load_classifier(cfg)
-    det, det_pre = load_detector(cfg)
-    backbone = det.backbone
-    _prepare(device, classifier, cls_pre, det, det_pre)
-
-    baseline = evaluate_baseline(classifier, cls_pre, batches, device)
-    pairs = [(i, j) for i in range(len(stage_modules(backbone))) for j in range(len(stage_modules(classifier)))]
-    t0 = time.time()
-    results = evaluate_all_pairs(
-        backbone, det_pre, classifier, cls_pre, batches, pairs, sc.resize_method, sc.channel_seed, device, progress=True
-    )
-    seconds = round(time.time() - t0, 2)
-
-    x1 = batches[0][0][:1].to(device)
-    with torch.inference_mode():
-        cls_in, det_in = apply_pre(cls_pre, x1), apply_pre(det_pre, x1)
-    cls_shapes = stage_shapes(classifier, cls_in)
-    rows = pair_rows(
-        results, classifier, det, cls_shapes, cumulative_stage_flops(classifier, cls_in.clone()),
-        cumulative_stage_flops(backbone, det_in.clone()),
-    )
-    record = {
-        "baseline": {
-            "acc": baseline["acc"],
-            "acc_top5": baseline["acc_top5"],
-            "params": model_params(classifier),
-            "bytes": model_bytes(classifier),
-        },
-        "stage_names": stage_names(classifier),
-        "pairs": rows,
-        "n": baseline["n"],
-        "resize_method": sc.resize_method,
-        "seconds": seconds,
-        "provenance": provenance(cfg, "evaluate_merged"),
-    }
-    out = Path(cfg.paths.results_dir) / "sharing"
-    with atomic_dir(out) as tmp:
-        with RunLog(cfg, "evaluate_merged", tmp) as run:
-            write_json(tmp / "pairs.json", record)
-            _write_csv(tmp / "pairs.csv", rows)
-            run.log_table("pairs", rows)
-            best = max((r for r in rows if r["kind"] == "cross"), key=lambda r: r["acc"], default=None)
-            run.summary(
-                baseline_acc=baseline["acc"],
-                same_stage_acc_mean=sum(r["acc"] for r in rows if r["kind"] == "same") / max(1, sum(r["kind"] == "same" for r in rows)),
-                best_cross_pair=None if best is None else [best["i"], best["j"]],
-                best_cross_acc=None if best is None else best["acc"],
-                n=baseline["n"],
-                seconds=seconds,
-            )
-    log.info("evaluate_merged: %d pairs on %d images in %.1fs -> %s", len(rows), baseline["n"], seconds, out)
-    return out
+    return run(cfg)

@@ -1,11 +1,17 @@
-"""Source-model evaluation: classifier top-1/top-5 and detector COCO mAP (torchmetrics)."""
+"""Source-model evaluation: classifier top-1/top-5 and detector COCO mAP (torchmetrics, pycocotools).
+
+Detector label space: a detection's class column is effdet's 1-based class, which for COCO is the
+original category id (the published 90-class weights and a detector trained here on ``data=coco``
+alike); the prepared ground truth stores ``category_id - 1`` (see ``repshare.data.coco``), and
+``detections_to_preds`` subtracts the same 1, so both sides meet in one space with the id gaps kept.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import torch
-from effdet import DetBenchPredict
+from effdet import DetBenchPredict, EfficientDet
 from omegaconf import DictConfig
 from torch import nn
 from torch.utils.data import DataLoader
@@ -37,13 +43,20 @@ def evaluate_classifier(model: nn.Module, pre: Preprocess, split: Split, num_cla
     return {"top1": float(top1.compute()), "top5": float(top5.compute()), "n": int(keep.sum())}
 
 
+def detection_fn(model: nn.Module) -> nn.Module:
+    """An effdet ``EfficientDet`` wrapped for inference; any other module is taken to return effdet-format
+    detections itself (B, K, 6: x1 y1 x2 y2 score class, class 1-based = COCO category id)."""
+    return DetBenchPredict(model) if isinstance(model, EfficientDet) else model
+
+
 @torch.inference_mode()
 def evaluate_detector(model: nn.Module, pre: Preprocess, split: Split, batch_size: int = 16,
                       device: torch.device | str = "cpu") -> dict[str, float]:
-    bench = DetBenchPredict(model).to(device).eval()
+    """COCO box mAP of ``model`` on ``split``; boxes are compared at the detector's input resolution."""
+    bench = detection_fn(model).to(device).eval()
     pre = pre.to(device)
     metric = MeanAveragePrecision(box_format="xyxy", iou_type="bbox", backend="pycocotools")
-    size = model.config.image_size[0]
+    size = pre.input_size
     for x, t in tqdm(DataLoader(SplitDataset(split, "det"), batch_size=batch_size), desc="eval detector", leave=False):
         scale = size / x.shape[-1]
         t = {k: v.to(device) for k, v in t.items()}
@@ -60,6 +73,14 @@ def evaluate_detector(model: nn.Module, pre: Preprocess, split: Split, batch_siz
 WHICH = ("classifier", "detector", "both")
 
 
+def check_label_space(labels, num_classes: int, what: str, key: str) -> None:
+    """The prepared labels must index the model's outputs (e.g. COCO ids up to 90 need a 90-way head)."""
+    top = int(labels.max(initial=-1))
+    if top >= num_classes:
+        raise ValueError(f"the prepared data's {what} go up to {top} but {key}={num_classes}: the model cannot "
+                         "predict them (set the model's class count to the data's label space)")
+
+
 def evaluate_models(cfg: DictConfig, which: str = "both") -> dict:
     """Evaluate the configured source models on the prepared val split (real mode: ImageNet / COCO)."""
     from repshare.data.shards import load_split, prepared_dir
@@ -67,20 +88,27 @@ def evaluate_models(cfg: DictConfig, which: str = "both") -> dict:
     from repshare.utils.io import write_json
     from repshare.utils.record import provenance
 
+    if which not in WHICH:
+        raise ValueError(f"which={which!r} must be one of {', '.join(WHICH)}")
     split = load_split(prepared_dir(cfg), "val")
     device = resolve_device(cfg.capture.device)
     out = {}
-    if which not in WHICH:
-        raise ValueError(f"which={which!r} must be one of {', '.join(WHICH)}")
     if which in ("classifier", "both"):
+        n_cls = cfg.model.classifier.num_classes
+        check_label_space(split.labels[split.labels >= 0], n_cls, "labels", "model.classifier.num_classes")
         model, pre = load_classifier(cfg)
-        out["classifier"] = evaluate_classifier(model, pre, split, cfg.model.classifier.num_classes, 100, device)
+        out["classifier"] = evaluate_classifier(model, pre, split, n_cls, 100, device)
     if which in ("detector", "both"):
         if not len(split.box_classes):
             raise ValueError(f"the {cfg.data.name} data has no boxes: use data=coco (or shapes) for the detector")
+        check_label_space(split.box_classes, cfg.model.detector.num_classes, "box classes",
+                          "model.detector.num_classes")
         model, pre = load_detector(cfg)
         out["detector"] = evaluate_detector(model, pre, split, 16, device)
+    skipped = split.meta.get("n_missing_skipped")
     for name, metrics in out.items():
+        if skipped:
+            metrics["n_missing_skipped"] = int(skipped)  # data.skip_missing: listed images not on disk
         write_json(Path(cfg.paths.results_dir) / "metrics" / f"eval_{name}.json",
                    {**metrics, "data": cfg.data.name, "provenance": provenance(cfg, "evaluate_models")})
         print(name, {k: v for k, v in metrics.items()})

@@ -15,21 +15,24 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from repshare.utils.io import write_json
+from repshare.utils.io import atomic_path, write_json
 from repshare.utils.record import provenance
 
 os.environ.setdefault("WANDB_SILENT", "true")
 
 
 def wandb_mode(cfg: DictConfig) -> str:
-    # The environment wins so tests/CI can force W&B off whatever the config says.
+    # The environment wins so tests/CI can force W&B off whatever the config says; an exported
+    # WANDB_MODE=online therefore uploads, and `repshare.stage.notice_wandb_upload` says so at start-up.
     return os.environ.get("WANDB_MODE") or cfg.logger.wandb_mode
 
 
 class RunLog:
     """One run of one stage: accumulates metrics, mirrors them to W&B, writes a local record."""
 
-    def __init__(self, cfg: DictConfig, stage: str, out_dir: str | Path):
+    def __init__(self, cfg: DictConfig, stage: str, out_dir: str | Path, group: str | None = None):
+        # group: the method this stage belongs to (one W&B group per method, one job type per
+        # stage, so `wandb sync` gives a browsable project); None = the experiment name.
         self.cfg = cfg
         self.stage = stage
         self.out_dir = Path(out_dir)
@@ -48,7 +51,8 @@ class RunLog:
                 dir=cfg.logger.dir,
                 mode=mode,
                 job_type=stage,
-                group=cfg.experiment_name,
+                group=group or cfg.experiment_name,
+                tags=[str(cfg.experiment_name)],
                 name=f"{cfg.experiment_name}-{stage}-seed{cfg.seed}",
                 config=OmegaConf.to_container(cfg, resolve=True),
                 reinit="finish_previous",
@@ -90,13 +94,10 @@ class RunLog:
             keys: list[str] = []
             for row in self.history:
                 keys += [k for k in row if k not in keys]
-            path = self.out_dir / f"{self.stage}_history.csv"
-            tmp = path.with_suffix(".csv.tmp")
-            with open(tmp, "w", newline="") as f:
+            with atomic_path(self.out_dir / f"{self.stage}_history.csv") as tmp, open(tmp, "w", newline="") as f:
                 w = csv.DictWriter(f, fieldnames=keys)
                 w.writeheader()
                 w.writerows(self.history)
-            os.replace(tmp, path)
         if self.wandb is not None:
             self.wandb.finish()
             self.wandb = None

@@ -1,0 +1,1 @@
+"""MEEdge: memory-elastic multi-exit networks (branch zoo, survival, merging, placement, simulation)."""
