@@ -18,6 +18,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from repshare.analysis.correlation import find_row  # noqa: E402
+from repshare.utils.figures import save_figure as _save
 
 METRIC_LABELS = {"S": "CKA S", "params": "#Params", "size": "Size", "flops": "FLOPs"}
 
@@ -50,16 +51,6 @@ def abs_r_rows(rows: Sequence[dict], paper_r: Mapping[str, float],
     return out
 
 
-def _save(fig: plt.Figure, out_stem: str | Path) -> list[Path]:
-    out_stem = Path(out_stem)
-    out_stem.parent.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for ext in ("png", "pdf"):
-        p = out_stem.with_name(out_stem.name + "." + ext)
-        fig.savefig(p, dpi=150, bbox_inches="tight")
-        paths.append(p)
-    plt.close(fig)
-    return paths
 
 
 def fig3_abs_r(rows: Sequence[dict], paper_r: Mapping[str, float], out_stem: str | Path,

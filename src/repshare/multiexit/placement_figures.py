@@ -12,20 +12,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from repshare.utils.figures import save_figure as _save
 
 
 
-def _save(fig: plt.Figure, out_stem: str | Path) -> list[Path]:
-    """``<out_stem>.png`` and ``.pdf`` (the style of repshare.analysis.figures, without its imports)."""
-    out_stem = Path(out_stem)
-    out_stem.parent.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for ext in ("png", "pdf"):
-        p = out_stem.with_name(out_stem.name + "." + ext)
-        fig.savefig(p, dpi=150, bbox_inches="tight")
-        paths.append(p)
-    plt.close(fig)
-    return paths
 
 COLORS = {"m0": "#7f7f7f", "m1": "#bcbd22", "m2": "#17becf", "m3": "#9467bd", "m4": "#8c564b",
           "m5": "#ff7f0e", "m6": "#2ca02c", "m7": "#d62728", "optimum": "black"}
