@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import networkx as nx  # noqa: E402
 import numpy as np  # noqa: E402
 
-from repshare.analysis.figures import _save  # noqa: E402
+from repshare.utils.figures import save_figure as _save  # noqa: E402
 from repshare.concurrency.metrics import overlap  # noqa: E402
 
 GEN_COLORS = {"er": "#1f77b4", "ba": "#ff7f0e", "ws": "#2ca02c", "dp": "#d62728"}

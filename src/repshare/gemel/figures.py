@@ -10,7 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from repshare.analysis.figures import _save  # noqa: E402
+from repshare.utils.figures import save_figure as _save  # noqa: E402
 
 
 def fig_iterations(rows: Sequence[dict], models: Sequence[str], out_stem: str | Path) -> list[Path]:

@@ -12,7 +12,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from repshare.analysis.figures import _save  # noqa: E402
+from repshare.utils.figures import save_figure as _save  # noqa: E402
 
 
 def fig_acc_vs_latency(profiles: Sequence[dict], full_latency_s: float, out_stem: str | Path) -> list[Path]:
