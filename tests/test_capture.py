@@ -103,7 +103,7 @@ def test_run_cka_writes_results(smoke_cfg, models, monkeypatch, tmp_path):
     images = rng.integers(0, 256, (24, 40, 40, 3), dtype=np.uint8)
     seen = {}
 
-    def load_split(root, split, verify=True):
+    def load_split(root, split, verify=True, lazy=False):
         seen["root"], seen["split"] = str(root), split
         return _Split(images, np.zeros(24, dtype=np.int64), {})
 
@@ -144,7 +144,7 @@ def test_run_cka_writes_results(smoke_cfg, models, monkeypatch, tmp_path):
 def test_capture_batch_below_the_estimator_minimum_is_named(smoke_cfg, monkeypatch):
     images = np.zeros((24, 8, 8, 3), dtype=np.uint8)
     fake_shards = types.ModuleType("repshare.data.shards")
-    fake_shards.load_split = lambda root, split, verify=True: _Split(images, np.zeros(24, dtype=np.int64), {})
+    fake_shards.load_split = lambda root, split, verify=True, lazy=False: _Split(images, np.zeros(24, dtype=np.int64), {})
     monkeypatch.setitem(sys.modules, "repshare.data.shards", fake_shards)
     with open_dict(smoke_cfg):
         smoke_cfg.capture.n_samples = 24

@@ -325,7 +325,7 @@ def test_run_evaluate_merged_writes_results(smoke_cfg, monkeypatch, effnet, back
     labels = rng.integers(0, 8, 10).astype(np.int64)
     seen = {}
 
-    def load_split(root, split, verify=True):
+    def load_split(root, split, verify=True, lazy=False):
         seen["root"], seen["split"] = str(root), split
         return types.SimpleNamespace(images=images, labels=labels)
 

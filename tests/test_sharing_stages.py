@@ -34,8 +34,9 @@ def install_fakes(monkeypatch, train_labels: np.ndarray | None = None):
     det = nn.Module()
     det.backbone, det.head = donor, nn.Linear(2, 2)
     shards = types.ModuleType("repshare.data.shards")
-    shards.load_split = lambda root, split, verify=True: types.SimpleNamespace(
+    shards.load_split = lambda root, split, verify=True, lazy=False: types.SimpleNamespace(
         images=val if split == "val" else train, labels=val_labels if split == "val" else tl)
+    shards.read_manifest = lambda root: {"splits": {"val": {}, "train": {}}}
     load = types.ModuleType("repshare.models.load")
     load.load_classifier = lambda cfg: (cls, Pre(16))
     load.load_detector = lambda cfg: (det, Pre(24))

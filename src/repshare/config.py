@@ -56,6 +56,7 @@ class ImageNetDataConfig:
     crop_pct: float = 0.875
     max_images: Optional[int] = None
     skip_missing: bool = False  # listed images not on disk: skip and count them instead of failing
+    calibration_images: int = 0  # > 0: a seeded `calib` split of that many images, taken out of val
     num_classes: int = 1000
     shard_size: int = 2048
     seed: int = 0
@@ -198,6 +199,7 @@ class SharingConfig:
     channel_seed: int = 0
     batch_size: int = 100
     n_eval: Optional[int] = None  # None: the whole val split
+    forward_chunk: Optional[int] = None  # images per forward pass inside a batch (None: the whole batch)
     device: str = "auto"
     # Fitted adapters (issue 12): calibration images, unlabelled except for the supervised adapter.
     calibration_split: str = "train"
@@ -609,7 +611,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "sharing.resize_method": ("nearest", "bilinear", "bicubic", "area", "adaptive_avg"),
     "capture.split": ("train", "val"),
     "compare.accuracy_kept": ("min", "mean"),
-    "sharing.calibration_split": ("train", "val"),
+    "sharing.calibration_split": ("train", "val", "calib"),
     "gemel.init": ("first", "mean"),
     "multiexit.features.dtype": ("float16", "float32"),
     "multiexit.zoo.unfit": ("skip", "error"),
@@ -979,6 +981,8 @@ def _check_sharing(cfg: DictConfig) -> None:
     s = cfg.sharing
     _check(s.n_eval is None or s.n_eval > 0, "sharing.n_eval", s.n_eval, "must be > 0 or null")
     _check(s.n_eval_variants is None or s.n_eval_variants > 0, "sharing.n_eval_variants", s.n_eval_variants,
+           "must be > 0 or null")
+    _check(s.forward_chunk is None or s.forward_chunk > 0, "sharing.forward_chunk", s.forward_chunk,
            "must be > 0 or null")
     a = cfg.analysis
     for f in a.budget_fracs:

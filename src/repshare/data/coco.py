@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from repshare.data.images import letterbox, open_rgb
+from repshare.data.images import DecodedImages, header_size, letterbox, open_rgb
 from repshare.data.shards import Split
 
 log = logging.getLogger(__name__)
@@ -112,10 +112,10 @@ class CocoSource:
             imgs = [imgs[k] for k in pick]
         if not imgs:
             raise ValueError(f"no images listed in {self.annotations}")
-        images, labels, boxes, classes, offsets = [], [], [], [], [0]
+        labels, boxes, classes, offsets = [], [], [], [0]
         for info in tqdm(imgs, desc="coco", unit="img"):
-            arr, scale = letterbox(open_rgb(self.images_dir / info["file_name"]), self.image_size)
-            images.append(arr)
+            # the letterbox scale from the file's header; the pixels are decoded shard by shard when written
+            scale = self.image_size / max(header_size(self.images_dir / info["file_name"]))
             anns = by_image.get(info["id"], [])
             b = np.array([xyxy_box(a, self.annotations) for a in anns], np.float32).reshape(-1, 4)
             b = np.clip(b * scale, 0, self.image_size)
@@ -131,6 +131,9 @@ class CocoSource:
         meta = {"class_names": names, "category_ids": sorted(cat_index)}
         if n_missing:
             meta["n_missing_skipped"] = n_missing
-        split = Split(np.stack(images), np.array(labels, np.int64), np.concatenate(boxes), np.concatenate(classes),
+        size = self.image_size
+        images = DecodedImages([self.images_dir / info["file_name"] for info in imgs], size,
+                               lambda p: letterbox(open_rgb(p), size)[0])
+        split = Split(images, np.array(labels, np.int64), np.concatenate(boxes), np.concatenate(classes),
                       np.array(offsets, np.int64), meta)
         return {"val": split}

@@ -27,9 +27,8 @@ from importlib import resources
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
-from repshare.data.images import IMAGE_EXTS, open_rgb, resize_center_crop
+from repshare.data.images import IMAGE_EXTS, DecodedImages, open_rgb, resize_center_crop
 from repshare.data.shards import Split
 
 log = logging.getLogger(__name__)
@@ -101,13 +100,14 @@ def read_val_txt(path: Path) -> list[tuple[str, str]]:
 class ImageNetSource:
     def __init__(self, root: str, val_txt: str | None = None, synsets: str | None = None, image_size: int = 224,
                  crop_pct: float = 0.875, max_images: int | None = None, num_classes: int = 1000,
-                 seed: int = 0, skip_missing: bool = False, **_: object):
+                 seed: int = 0, skip_missing: bool = False, calibration_images: int = 0, **_: object):
         self.root = Path(root)
         self.val_txt = Path(val_txt) if val_txt else None
         self.synsets = Path(synsets) if synsets else None
         self.image_size, self.crop_pct = image_size, crop_pct
         self.max_images, self.num_classes, self.seed = max_images, num_classes, seed
         self.skip_missing = skip_missing
+        self.calibration_images = int(calibration_images)
         self.n_missing_skipped = 0
         if not self.root.is_dir():
             raise FileNotFoundError(f"data.root={root!r} is not a directory")
@@ -195,16 +195,28 @@ class ImageNetSource:
         return present
 
     def splits(self) -> dict[str, Split]:
+        """``val`` (and ``calib`` with ``calibration_images`` > 0: that many images drawn with the seed and
+        taken out of ``val``, for fits that must not see the evaluated images). Pixels are decoded
+        shard by shard when the prepare stage writes them (``DecodedImages``)."""
         items, wnids = self.items()
         if not items:
             raise ValueError(f"no images found under {self.root}")
-        images = np.stack([resize_center_crop(open_rgb(p), self.image_size, self.crop_pct)
-                           for p, _ in tqdm(items, desc="imagenet", unit="img")])
-        labels = np.array([label for _, label in items], np.int64)
-        n = len(items)
         meta = {"class_names": wnids}
         if self.n_missing_skipped:
             meta["n_missing_skipped"] = self.n_missing_skipped
-        split = Split(images, labels, np.zeros((0, 4), np.float32), np.zeros(0, np.int64), np.zeros(n + 1, np.int64),
-                      meta)
-        return {"val": split}
+        parts = {"val": items}
+        if self.calibration_images:
+            if not 0 < self.calibration_images < len(items):
+                raise ValueError(f"data.calibration_images={self.calibration_images} must be in 0..{len(items) - 1} "
+                                 f"({len(items)} images found)")
+            calib = np.zeros(len(items), bool)
+            calib[np.random.default_rng(self.seed + 1).choice(len(items), self.calibration_images, replace=False)] = True
+            parts = {"val": [it for it, c in zip(items, calib) if not c], "calib": [it for it, c in zip(items, calib) if c]}
+        return {name: self._split(its, meta) for name, its in parts.items()}
+
+    def _split(self, items: list[tuple[Path, int]], meta: dict) -> Split:
+        size, crop = self.image_size, self.crop_pct
+        images = DecodedImages([p for p, _ in items], size, lambda p: resize_center_crop(open_rgb(p), size, crop))
+        n = len(items)
+        return Split(images, np.array([label for _, label in items], np.int64), np.zeros((0, 4), np.float32),
+                     np.zeros(0, np.int64), np.zeros(n + 1, np.int64), dict(meta))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -36,3 +37,59 @@ def letterbox(im: Image.Image, size: int) -> tuple[np.ndarray, float]:
     out = np.zeros((size, size, 3), np.uint8)
     out[:h, :w] = np.asarray(im.resize((w, h), Image.BILINEAR), dtype=np.uint8)
     return out, scale
+
+
+class DecodedImages:
+    """(N, size, size, 3) uint8 array-like whose rows are decoded from image files when sliced.
+
+    The prepare stage writes shard by shard (``write_split`` slices ``images[start:stop]``), so it
+    holds one shard of pixels instead of the whole split (ImageNet val at 224 px is 7.5 GB as one
+    array). ``decode(path)`` must return a (size, size, 3) uint8 array.
+    """
+
+    def __init__(self, paths: list[Path], size: int, decode: Callable[[Path], np.ndarray]):
+        self.paths, self.size, self.decode = list(paths), int(size), decode
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        return (len(self.paths), self.size, self.size, 3)
+
+    dtype = np.dtype(np.uint8)
+    ndim = 4
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, key) -> np.ndarray:
+        if isinstance(key, tuple):  # rows first, then the rest of the index on what they give
+            rows = self[key[0]]
+            rows = np.asarray(rows)
+            return rows[key[1:]] if isinstance(key[0], (int, np.integer)) else rows[(slice(None), *key[1:])]
+        if isinstance(key, (int, np.integer)):
+            return self._one(self.paths[key])
+        paths = self.paths[key] if isinstance(key, slice) else [self.paths[int(k)] for k in np.asarray(key)]
+        out = np.empty((len(paths), self.size, self.size, 3), np.uint8)
+        for k, p in enumerate(paths):
+            out[k] = self._one(p)
+        return out
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        out = self[:]
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+    def _one(self, path: Path) -> np.ndarray:
+        arr = self.decode(path)
+        if arr.shape != (self.size, self.size, 3) or arr.dtype != np.uint8:
+            raise ValueError(f"decoding {path} gave {arr.shape} {arr.dtype}, expected ({self.size}, {self.size}, 3) uint8")
+        return arr
+
+
+def header_size(path: Path) -> tuple[int, int]:
+    """(width, height) from the file's header, without decoding the pixels."""
+    if not path.is_file():
+        raise FileNotFoundError(f"missing image file: {path}")
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except (UnidentifiedImageError, OSError) as err:
+        raise ValueError(f"unreadable image file {path}: {err}") from None

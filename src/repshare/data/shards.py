@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from repshare.data.shard_images import ShardedImages
 from repshare.utils.io import read_json, sha256_file, write_json
 
 MANIFEST = "manifest.json"
@@ -26,7 +27,7 @@ FORMAT_VERSION = 1
 class Split:
     """One split in memory (same fields as ``ShapeSet``)."""
 
-    images: np.ndarray
+    images: np.ndarray  # or a ShardedImages (load_split(lazy=True)): read from the shards when indexed
     labels: np.ndarray
     boxes: np.ndarray
     box_classes: np.ndarray
@@ -103,23 +104,31 @@ def read_manifest(root: str | Path) -> dict[str, Any]:
     return manifest
 
 
-def load_split(root: str | Path, split: str, verify: bool = True) -> Split:
-    """Load a whole split into memory; with ``verify`` every shard's checksum is checked first."""
+def load_split(root: str | Path, split: str, verify: bool = True, lazy: bool = False) -> Split:
+    """Load a split; with ``verify`` every shard's checksum is checked first.
+
+    ``lazy``: ``images`` is a :class:`ShardedImages` that reads rows from the shards when indexed,
+    so a stage walking the split in batches holds one batch of images (labels and boxes, which
+    are small, are loaded). Otherwise the whole split is in memory.
+    """
     root = Path(root)
     manifest = read_manifest(root)
     if split not in manifest["splits"]:
         raise KeyError(f"split {split!r} not in {root / MANIFEST} (have: {', '.join(manifest['splits'])})")
     entry = manifest["splits"][split]
-    parts = []
+    parts, paths = [], []
     for shard in entry["shards"]:
         path = root / shard["file"]
         if not path.is_file():
             raise FileNotFoundError(f"missing shard {path}")
         if verify and sha256_file(path) != shard["sha256"]:
             raise ValueError(f"corrupted shard {path}: checksum differs from {MANIFEST}; rerun the prepare stage")
+        paths.append(path)
+        keys = ("labels", "boxes", "box_classes", "box_offsets") if lazy else (
+            "images", "labels", "boxes", "box_classes", "box_offsets")
         try:
             with np.load(path, allow_pickle=False) as z:
-                parts.append({k: z[k] for k in ("images", "labels", "boxes", "box_classes", "box_offsets")})
+                parts.append({k: z[k] for k in keys})
                 if "color_labels" in z.files:
                     parts[-1]["color_labels"] = z["color_labels"]
         except (zipfile.BadZipFile, ValueError, OSError, KeyError, io.UnsupportedOperation) as err:
@@ -129,8 +138,15 @@ def load_split(root: str | Path, split: str, verify: bool = True) -> Split:
         offsets.append(p["box_offsets"][1:] + base)
         base += int(p["box_offsets"][-1])
     meta = {k: v for k, v in manifest.items() if k != "splits"}
+    if lazy:
+        try:
+            images = ShardedImages(paths)
+        except (zipfile.BadZipFile, ValueError, OSError, KeyError) as err:
+            raise ValueError(f"corrupted shards under {root}: {err}") from None
+    else:
+        images = np.concatenate([p["images"] for p in parts])
     return Split(
-        images=np.concatenate([p["images"] for p in parts]),
+        images=images,
         labels=np.concatenate([p["labels"] for p in parts]).astype(np.int64),
         boxes=np.concatenate([p["boxes"] for p in parts]).astype(np.float32).reshape(-1, 4),
         box_classes=np.concatenate([p["box_classes"] for p in parts]).astype(np.int64),

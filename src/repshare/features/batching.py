@@ -1,6 +1,8 @@
-"""Fixed-size batches over an in-memory (N, H, W, 3) uint8 split, shared by CKA capture and merged evaluation."""
+"""Fixed-size batches over an (N, H, W, 3) uint8 split (in memory or read from shards), shared by CKA capture and merged evaluation."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -27,9 +29,29 @@ def to_chw(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous()
 
 
-def labelled_batches(images: np.ndarray, labels: np.ndarray, batch_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """(images, int64 labels) batches, all held (evaluation reuses them for every merged pair)."""
+class LabelledBatches(Sequence):
+    """(images (B, 3, H, W) uint8, int64 labels) batches, each read when indexed.
+
+    Nothing is held: with a lazily read split (``load_split(lazy=True)``) a pass over the batches
+    holds one batch of images, however many images there are, and later passes read them again.
+    Slicing gives the batches' sub-sequence.
+    """
+
+    def __init__(self, images, labels: np.ndarray, bounds: list[tuple[int, int]]):
+        self.images, self.labels, self.bounds = images, labels, bounds
+
+    def __len__(self) -> int:
+        return len(self.bounds)
+
+    def __getitem__(self, k):
+        if isinstance(k, slice):
+            return LabelledBatches(self.images, self.labels, self.bounds[k])
+        a, b = self.bounds[k]
+        return to_chw(self.images[a:b]), torch.from_numpy(np.asarray(self.labels[a:b])).long()
+
+
+def labelled_batches(images, labels: np.ndarray, batch_size: int, name: str = "batch_size") -> LabelledBatches:
+    """Consecutive (images, labels) batches of ``batch_size`` over an (N, H, W, 3) uint8 array-like."""
     if len(images) != len(labels):
         raise ValueError(f"{len(images)} images but {len(labels)} labels")
-    return [(to_chw(images[a:b]), torch.from_numpy(labels[a:b]).long())
-            for a, b in batch_bounds(len(labels), batch_size)]
+    return LabelledBatches(images, labels, batch_bounds(len(labels), batch_size, name=name))

@@ -25,7 +25,9 @@ that the last stage's channels match ``feature_info``, and classifiers are built
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -107,6 +109,21 @@ def run_from(model: nn.Module, x: torch.Tensor, after: int) -> torch.Tensor:
     for module in layout.tail:
         x = module(x)
     return model.forward_head(x)
+
+
+def in_chunks(fn: Callable[[torch.Tensor], Any], x: torch.Tensor, chunk: int | None) -> Any:
+    """``fn(x)`` computed ``chunk`` images at a time and concatenated along the batch (a tensor or a
+    list of tensors). The outputs are the same (eval mode: no batch statistics); the peak memory of
+    ``fn``'s intermediates (an MBConv's 6x expansion at 256x256 is ~25 MB per image) scales with
+    ``chunk``, not the batch. ``None`` (or a batch no larger than ``chunk``) is one call."""
+    if chunk is None or x.shape[0] <= chunk:
+        return fn(x)
+    if chunk < 1:
+        raise ValueError(f"forward chunk must be >= 1 image, got {chunk}")
+    parts = [fn(x[a : a + chunk]) for a in range(0, x.shape[0], chunk)]
+    if isinstance(parts[0], torch.Tensor):
+        return torch.cat(parts)
+    return [torch.cat(ps) for ps in zip(*parts)]
 
 
 @torch.no_grad()

@@ -18,7 +18,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm.auto import tqdm
 
-from repshare.features.stages import check_stage, run_from, run_stages, stage_modules
+from repshare.features.stages import check_stage, in_chunks, run_from, run_stages, stage_modules
 from repshare.sharing.adapter import Adapter, check_method
 from repshare.sharing.memory import memory_saved_frac, offloaded_bytes, offloaded_params
 from repshare.sharing.merged import MergedClassifier, apply_pre, stage_shapes
@@ -139,12 +139,14 @@ def evaluate_adapters(
     adapters: dict[AdapterKey, nn.Module],
     device: str | torch.device = "cpu",
     progress: bool = False,
+    chunk: int | None = None,
 ) -> tuple[dict[AdapterKey, dict[str, float | int]], dict[str, float | int]]:
     """Accuracy and agreement of every (adapter, i, j) merge, plus the unmerged baseline, in one pass.
 
     Per batch the detector prefix and the unmerged classifier run once; each merge runs only its
     adapter and the classifier suffix. ``agree`` = fraction of images where the merge predicts the
-    unmerged classifier's class (label-free); ``acc``/``acc_top5`` use the labels.
+    unmerged classifier's class (label-free); ``acc``/``acc_top5`` use the labels. ``chunk``: run
+    every forward ``chunk`` images at a time (same outputs, peak memory bounded; see ``in_chunks``).
     """
     if not adapters:
         raise ValueError("no adapters to evaluate")
@@ -159,14 +161,14 @@ def evaluate_adapters(
     with torch.inference_mode():
         for x, y in tqdm(batches, desc="merged pairs", disable=not progress, leave=False):
             x, y = x.to(device), y.to(device)
-            ref_logits = classifier(apply_pre(cls_pre, x))
+            ref_logits = in_chunks(lambda t: classifier(apply_pre(cls_pre, t)), x, chunk)
             ref = ref_logits.argmax(1)
             c1, c5 = _correct(ref_logits, y)
             base[0] += c1
             base[1] += c5
-            outs = run_stages(backbone, apply_pre(det_pre, x), max_i)
+            outs = in_chunks(lambda t: run_stages(backbone, apply_pre(det_pre, t), max_i), x, chunk)
             for key, adapter in adapters.items():
-                logits = run_from(classifier, adapter(outs[key[1]]), key[2])
+                logits = in_chunks(lambda t, a=adapter, j=key[2]: run_from(classifier, a(t), j), outs[key[1]], chunk)
                 c1, c5 = _correct(logits, y)
                 h = hits[key]
                 h[0] += c1

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from repshare.features.stages import run_from, run_stages
+from repshare.features.stages import in_chunks, run_from, run_stages
 from repshare.sharing.adapter import Adapter, ConvAdapter, MomentsAdapter, resize
 from repshare.sharing.merged import apply_pre
 
@@ -154,13 +154,15 @@ def fit_label_free(
     eps: float = 1e-5,
     max_pixels: int | None = 64,
     device: str | torch.device = "cpu",
+    chunk: int | None = None,
 ) -> tuple[dict[tuple[str, int, int], nn.Module], dict]:
     """Fit ``moments`` and/or ``lstsq`` adapters of every pair in ONE pass over unlabelled ``images``.
 
     ``images`` yields raw image batches (B, 3, H, W) only. ``src_shapes``/``dst_shapes`` are the
     (C, H, W) stage outputs of the backbone and the classifier under the protocol's preprocessing.
     ``max_pixels`` caps the pixel rows per image and pair for lstsq (a seeded random subset; None =
-    all). Returns ({(kind, i, j): adapter}, info with seconds, images and rows seen).
+    all). ``chunk``: forward passes ``chunk`` images at a time (``in_chunks``). Returns
+    ({(kind, i, j): adapter}, info with seconds, images and rows seen).
     """
     bad = [k for k in kinds if k not in ("moments", "lstsq")]
     if bad:
@@ -178,8 +180,8 @@ def fit_label_free(
     with torch.inference_mode():
         for x in images:
             x = x.to(device)
-            outs_d = run_stages(backbone, apply_pre(det_pre, x), max_i)
-            outs_c = run_stages(classifier, apply_pre(cls_pre, x), max_j)
+            outs_d = in_chunks(lambda t: run_stages(backbone, apply_pre(det_pre, t), max_i), x, chunk)
+            outs_c = in_chunks(lambda t: run_stages(classifier, apply_pre(cls_pre, t), max_j), x, chunk)
             if tuple(outs_d[0].shape[1:]) != tuple(src_shapes[0]) or tuple(outs_c[0].shape[1:]) != tuple(dst_shapes[0]):
                 raise ValueError("calibration images give stage shapes different from the evaluation's; "
                                  "use images of the same size")

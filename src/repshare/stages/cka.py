@@ -29,7 +29,7 @@ def run(cfg) -> CKAResult:
     protocols = list(cap.protocols)
     for p in protocols:
         protocol_preprocess(p, None, None)  # unknown protocol: named before anything loads
-    split = load_split(Path(cfg.paths.data_dir) / "prepared", cap.split)
+    split = load_split(Path(cfg.paths.data_dir) / "prepared", cap.split, lazy=True)  # read batch by batch
     n_avail = len(split.images)
     if cap.n_samples > n_avail:
         raise ValueError(f"capture.n_samples={cap.n_samples} but split '{cap.split}' has only {n_avail} images")

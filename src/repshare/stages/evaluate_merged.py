@@ -62,17 +62,23 @@ def _load_cka(results: Path, protocol: str) -> np.ndarray:
 
 def _calibration(cfg, need_labels: bool):
     """Calibration images (and, only when a supervised adapter asks, their labels)."""
-    from repshare.data.shards import load_split
+    from repshare.data.shards import load_split, read_manifest
 
     sc = cfg.sharing
-    split = load_split(Path(cfg.paths.data_dir) / "prepared", sc.calibration_split)
+    root = Path(cfg.paths.data_dir) / "prepared"
+    have = list(read_manifest(root)["splits"])
+    if sc.calibration_split not in have:
+        raise ValueError(f"sharing.calibration_split={sc.calibration_split!r} is not a prepared split (have: "
+                         f"{', '.join(have)}); with ImageNet prepare a held-out one with data.calibration_images=1000 "
+                         "and set sharing.calibration_split=calib")
+    split = load_split(Path(cfg.paths.data_dir) / "prepared", sc.calibration_split, lazy=True)
     n = int(sc.n_calibration)
     if n > len(split.images):
         raise ValueError(f"sharing.n_calibration={n} but split '{sc.calibration_split}' has only "
                          f"{len(split.images)} images")
     if n < 2:
         raise ValueError(f"sharing.n_calibration={n}: the fits need at least 2 calibration images")
-    images = split.images[:n]
+    images = np.asarray(split.images[:n])  # the fits pass over them several times: held, n is bounded by config
     labels = torch.from_numpy(np.asarray(split.labels[:n])).long() if need_labels else None
     return images, labels
 
@@ -101,15 +107,18 @@ def run(cfg) -> Path:
     trained_in = {p: [a for a in trained if p in ad[a].protocols] for p in protocols}
     cka = {p: _load_cka(results_dir, p) for p in protocols if trained_in[p]}
 
-    split = load_split(Path(cfg.paths.data_dir) / "prepared", "val")
+    split = load_split(Path(cfg.paths.data_dir) / "prepared", "val", lazy=True)  # read batch by batch
     images, labels = split.images, split.labels
     if sc.n_eval is not None:
         images, labels = images[: sc.n_eval], labels[: sc.n_eval]
-    batches = labelled_batches(images, labels, int(sc.batch_size))
+    batches = labelled_batches(images, labels, int(sc.batch_size), name="sharing.batch_size")
     if not batches:
         raise ValueError(f"val split under {cfg.paths.data_dir}/prepared holds no images")
     n_var = len(labels) if sc.n_eval_variants is None else min(int(sc.n_eval_variants), len(labels))
     k_var = math.ceil(n_var / int(sc.batch_size))  # whole batches, so the reference cell's batches are unchanged
+    chunk = None if sc.get("forward_chunk") is None else int(sc.forward_chunk)
+    if chunk is not None and chunk < 1:
+        raise ValueError(f"sharing.forward_chunk={chunk} must be >= 1 (or null: whole batches)")
     calib_images = calib_labels = None
     if names != ["resample"]:
         calib_images, calib_labels = _calibration(cfg, "supervised" in names)
@@ -147,7 +156,8 @@ def run(cfg) -> Path:
                 pairs, src_shapes, dst_shapes, kinds, sc.resize_method, sc.channel_seed,
                 ridge=float(ad.lstsq.ridge) if ad.lstsq is not None else 1e-3,
                 eps=float(ad.moments.eps) if ad.moments is not None else 1e-5,
-                max_pixels=ad.lstsq.max_pixels_per_image if ad.lstsq is not None else 64, device=device)
+                max_pixels=ad.lstsq.max_pixels_per_image if ad.lstsq is not None else 64, device=device,
+                chunk=chunk)
             share = info["seconds"] / len(pairs)  # one pass serves every pair: its time split evenly
             fit_info[f"{protocol}/label_free_pass_seconds"] = info["seconds"]
             for key, a in fitted.items():
@@ -187,17 +197,17 @@ def run(cfg) -> Path:
         # ---- scoring: every merge on the first k_var batches; the reference cell also on the rest
         t0 = time.time()
         res_var, base_var = evaluate_adapters(backbone, det_pre, classifier, cls_pre, batches[:k_var], adapters,
-                                              device, progress=True)
+                                              device, progress=True, chunk=chunk)
         full = dict(res_var)
         base_full = base_var
         ref_keys = [k for k in adapters if (protocol, k[0]) == REFERENCE]
         if k_var < len(batches) and ref_keys:
             t_rest = time.time()
             rest, base_rest = evaluate_adapters(backbone, det_pre, classifier, cls_pre, batches[k_var:],
-                                                {k: adapters[k] for k in ref_keys}, device)
+                                                {k: adapters[k] for k in ref_keys}, device, chunk=chunk)
             # the paper's setting alone, on the images the others skip: the cost unit of earlier revisions
             fit_info[f"{protocol}/reference_rest_seconds"] = time.time() - t_rest
-            fit_info[f"{protocol}/reference_rest_images"] = sum(len(y) for _, y in batches[k_var:])
+            fit_info[f"{protocol}/reference_rest_images"] = sum(b - a for a, b in batches[k_var:].bounds)
             for k in ref_keys:
                 full[k] = _merge_scores(res_var[k], rest[k])
             base_full = _merge_scores(base_var, base_rest)
