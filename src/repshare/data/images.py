@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from repshare.data.shard_images import rows_then_rest
+
 IMAGE_EXTS = (".jpeg", ".jpg", ".png", ".bmp", ".webp")
 
 
@@ -61,10 +63,8 @@ class DecodedImages:
         return len(self.paths)
 
     def __getitem__(self, key) -> np.ndarray:
-        if isinstance(key, tuple):  # rows first, then the rest of the index on what they give
-            rows = self[key[0]]
-            rows = np.asarray(rows)
-            return rows[key[1:]] if isinstance(key[0], (int, np.integer)) else rows[(slice(None), *key[1:])]
+        if isinstance(key, tuple):
+            return rows_then_rest(self, key)
         if isinstance(key, (int, np.integer)):
             return self._one(self.paths[key])
         paths = self.paths[key] if isinstance(key, slice) else [self.paths[int(k)] for k in np.asarray(key)]

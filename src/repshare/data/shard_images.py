@@ -19,6 +19,13 @@ import numpy as np
 MEMBER = "images.npy"
 
 
+def rows_then_rest(images, key: tuple):
+    """``images[key]`` for a tuple key on a row-read array-like: the rows ``key[0]`` are read first,
+    then the rest of the index applies to what they give."""
+    rows = np.asarray(images[key[0]])
+    return rows[key[1:]] if isinstance(key[0], (int, np.integer)) else rows[(slice(None), *key[1:])]
+
+
 @dataclass(frozen=True)
 class _Part:
     path: Path
@@ -94,10 +101,8 @@ class ShardedImages:
         return out if dtype is None else out.astype(dtype, copy=False)
 
     def __getitem__(self, key):
-        if isinstance(key, tuple):  # rows first, then the rest of the index on what they give
-            rows = self[key[0]]
-            rows = np.asarray(rows)
-            return rows[key[1:]] if isinstance(key[0], (int, np.integer)) else rows[(slice(None), *key[1:])]
+        if isinstance(key, tuple):
+            return rows_then_rest(self, key)
         if isinstance(key, slice):
             a, b, step = key.indices(len(self))
             if step != 1:

@@ -6,8 +6,6 @@ The score saves no memory, so the stage writes no comparison rows. See docs/meth
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import time
 from pathlib import Path
@@ -28,7 +26,7 @@ from repshare.concurrency.proxy import ProxyTraining, to_tensor_images, train_pr
 from repshare.concurrency.study import (Timer, dp_sweep, graph_seed, graph_summary, grouping_quality, mean_ci,
                                         sample_graphs, score_graph, score_sampled, staging_params, torch_threads,
                                         width_depth_rows)
-from repshare.utils.io import atomic_dir, write_json, write_text
+from repshare.utils.io import atomic_dir, csv_text, write_json, write_text
 from repshare.utils.runlog import RunLog
 
 log = logging.getLogger("repshare.concurrency")
@@ -37,15 +35,6 @@ METHOD = "concurrency"
 PAPER_TABLE4 = {"greedy": {"er": (48.63, 1.11), "ba": (48.33, 0.91), "ws": (42.03, 1.28), "dp": (35.03, 2.25)},
                 "probabilistic": {"er": (46.03, 2.70), "ba": (45.63, 4.41), "ws": (36.44, 3.52), "dp": (26.69, 3.05)}}
 PAPER_CIFAR_TOP1 = {"er": 81.33, "ba": 80.29, "ws": 79.89, "dp": 80.87}
-
-
-def csv_text(rows: list[dict]) -> str:
-    buf = io.StringIO()
-    keys = list(dict.fromkeys(k for r in rows for k in r)) or ["empty"]
-    w = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
-    w.writeheader()
-    w.writerows(rows)
-    return buf.getvalue()
 
 
 def _science_objects(cfg: DictConfig) -> tuple[GeneratorParams, NetSpec, LinkModel, tuple[float, float, float]]:

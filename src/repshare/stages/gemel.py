@@ -30,6 +30,7 @@ from repshare.gemel.retrain import loss_weights
 from repshare.gemel.search import search
 from repshare.gemel.simulate import SimModel, simulate
 from repshare.workload import WorkloadModel, workload_models
+from repshare.utils.io import csv_text
 
 log = logging.getLogger("repshare")
 METHOD = "gemel"
@@ -389,30 +390,18 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             runlog.log_table("gemel_frames", sweep)
     write_json(results / "metrics" / "gemel.json", {k: v for k, v in metrics.items() if k != "seconds"})
     write_text(results / "plots" / "gemel_iterations.csv",
-               _csv_text([{"iteration": r["iteration"], "saved_pct": r["saved_pct"], "accepted": int(r["accepted"])}
+               csv_text([{"iteration": r["iteration"], "saved_pct": r["saved_pct"], "accepted": int(r["accepted"])}
                           for r in it_rows]))
     write_text(results / "plots" / "gemel_frames.csv",
-               _csv_text([{"budget_mb": r["budget_mb"], "setting": r["setting"],
+               csv_text([{"budget_mb": r["budget_mb"], "setting": r["setting"],
                            "processed_pct": r["processed_pct"]} for r in sweep]))
     log.info("gemel: %s; %.1f s", metrics, time.time() - t_start)
     return metrics
 
 
 # --------------------------------------------------------------------------- outputs
-def _csv_text(rows: list[dict]) -> str:
-    import csv
-    import io
-
-    buf = io.StringIO()
-    keys = list(dict.fromkeys(k for r in rows for k in r)) or ["empty"]
-    w = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
-    w.writeheader()
-    w.writerows(rows)
-    return buf.getvalue()
-
-
 def _write_csv(path: Path, rows: list[dict]) -> None:
-    path.write_text(_csv_text(rows))
+    path.write_text(csv_text(rows))
 
 
 def _write_empty(cfg: DictConfig, reason: str, t_start: float) -> dict[str, Any]:

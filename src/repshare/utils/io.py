@@ -105,6 +105,19 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
     return Path(path)
 
 
+def csv_text(rows: list[dict]) -> str:
+    """CSV of ``rows`` (columns: every key in first-seen order; ``empty`` when there are no rows)."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    keys = list(dict.fromkeys(k for r in rows for k in r)) or ["empty"]
+    w = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
     return write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
 
