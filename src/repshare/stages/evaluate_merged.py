@@ -71,7 +71,7 @@ def _calibration(cfg, need_labels: bool):
         raise ValueError(f"sharing.calibration_split={sc.calibration_split!r} is not a prepared split (have: "
                          f"{', '.join(have)}); with ImageNet prepare a held-out one with data.calibration_images=1000 "
                          "and set sharing.calibration_split=calib")
-    split = load_split(Path(cfg.paths.data_dir) / "prepared", sc.calibration_split, lazy=True)
+    split = load_split(root, sc.calibration_split, lazy=True)
     n = int(sc.n_calibration)
     if n > len(split.images):
         raise ValueError(f"sharing.n_calibration={n} but split '{sc.calibration_split}' has only "
