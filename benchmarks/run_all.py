@@ -21,6 +21,7 @@ BENCHES = {
     "bench_gemel.py": ["--out", str(OUT / "gemel.json")],
     "bench_concurrency.py": ["--out", str(OUT / "concurrency.json")],
     "bench_branch_cache.py": ["--out", str(OUT / "branch_cache.json")],
+    "bench_depthwise_grad.py": ["--out", str(OUT / "depthwise_grad.json")],
 }
 
 

@@ -298,3 +298,22 @@ def test_wandb_online_from_the_environment_is_announced_once(smoke_cfg, tmp_path
     err = capsys.readouterr().err
     assert seen == ["disabled"]
     assert err.count("uploads to Weights & Biases") == 1 and "WANDB_MODE=online" in err
+
+
+def test_stage_record_times_the_whole_stage(smoke_cfg, tmp_path):
+    """A stage that opens its RunLog at the end (around its outputs) is still timed from its start:
+    the record's seconds cover the work done before the log was opened."""
+    import time
+
+    from repshare.utils.io import read_json
+    from repshare.utils.runlog import RunLog
+
+    path = _params(smoke_cfg, tmp_path)
+
+    def stage(cfg):
+        time.sleep(0.3)  # the stage's work, before its record is opened
+        with RunLog(cfg, "late_log", tmp_path):
+            pass
+
+    run_stage(stage, ["--params", str(path)])
+    assert read_json(tmp_path / "late_log_run.json")["seconds"] >= 0.3

@@ -137,6 +137,8 @@ class OptimConfig:
     num_workers: int = 0
     limit_train_batches: Optional[float] = None  # int = batches per epoch, float = fraction
     checkpoint_every_n_steps: int = 0  # resume state also every N optimiser steps (0: at epoch ends only)
+    fast_depthwise_grad: bool = True  # small-map depthwise weight gradient (repshare.models.fast_depthwise)
+    validate_every_epoch: bool = True  # Lightning's validation at each epoch end (the stage evaluates at the end anyway)
 
 
 @dataclass
@@ -318,6 +320,7 @@ class GemelConfig:
     momentum: float = 0.9
     weight_decay: float = 5.0e-4
     freeze_bn: bool = True  # BatchNorm running statistics frozen during the short retraining
+    fast_depthwise_grad: bool = True  # exact, faster depthwise weight gradient on small maps (CPU)
     alpha: float = 0.75  # loss weight w_i = min((target_i / acc_i)^alpha, max_weight)
     max_weight: float = 10.0
     n_holdout: int = 200  # train images held out for accept/reject (never retrained on)

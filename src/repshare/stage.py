@@ -21,6 +21,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from repshare.config import ConfigError, validate_config
+from repshare.utils.runlog import start_stage_clock
 
 PARAMS_FILE = Path("params.yaml")
 EXIT_USER_ERROR = 2
@@ -175,6 +176,7 @@ def run_stage(fn: Callable[[DictConfig], object], argv: list[str] | None = None)
         cfg = load_params(params, args)
         notice_wandb_upload(cfg)
         seed_everything(cfg.seed)
+        start_stage_clock()
         fn(cfg)
     except KeyboardInterrupt:
         _interrupted(name)

@@ -80,12 +80,14 @@ def stages_from_env(default: Sequence[str] = STAGES) -> tuple[str, ...]:
 def run_pipeline(cfg: DictConfig, stages: Sequence[str | Callable] = STAGES) -> None:
     """Seed, then run every stage function on ``cfg`` in order (resolved up front: a typo fails fast)."""
     from repshare.stage import quiet_third_party, seed_everything
+    from repshare.utils.runlog import start_stage_clock
 
     fns = [resolve_stage(s) for s in stages]
     quiet_third_party()
     seed_everything(int(cfg.seed))
     for spec, fn in zip(stages, fns):
         log.info("seed %s: stage %s", cfg.seed, spec if isinstance(spec, str) else fn.__name__)
+        start_stage_clock()
         fn(cfg)
 
 

@@ -94,7 +94,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     results = Path(cfg.paths.results_dir)
     # Provenance beside the metrics (a cache: false out), not inside results/comparison/ which the
     # report stage hashes: an unchanged comparison keeps its hash.
-    with RunLog(cfg, "compare", results / "metrics", group="comparison") as runlog:  # timed from here
+    with RunLog(cfg, "compare", results / "metrics", group="comparison") as runlog:
         c = cfg.compare
         row_folders, section_folders = method_folders(cfg)
         models = workload_models(cfg.workload)

@@ -9,6 +9,7 @@ comparison rows, report section), ``results/metrics/gemel.json`` and the DVC plo
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import logging
@@ -29,6 +30,7 @@ from repshare.gemel.merge import shared_bytes, tie_layers
 from repshare.gemel.retrain import loss_weights
 from repshare.gemel.search import search
 from repshare.gemel.simulate import SimModel, simulate
+from repshare.models.fast_depthwise import fast_depthwise_grad
 from repshare.workload import WorkloadModel, workload_models
 from repshare.utils.io import csv_text
 
@@ -132,7 +134,10 @@ def retrain(models: dict[str, torch.nn.Module], members: dict[str, Member], trai
     trainer = pl.Trainer(accelerator=cfg.trainer.accelerator, devices=1, max_epochs=1, limit_train_batches=g.steps,
                          logger=False, enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, num_sanity_val_steps=0, deterministic=cfg.trainer.deterministic)
-    trainer.fit(module, train_dataloaders=CombinedLoader(loaders, "max_size_cycle"))
+    with contextlib.ExitStack() as stack:
+        for m in models.values():
+            stack.enter_context(fast_depthwise_grad(m, g.get("fast_depthwise_grad", True)))
+        trainer.fit(module, train_dataloaders=CombinedLoader(loaders, "max_size_cycle"))
     for m in models.values():
         m.eval()
     return time.time() - t0

@@ -87,7 +87,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     from repshare.utils.runlog import RunLog
 
     results = Path(cfg.paths.results_dir)
-    with RunLog(cfg, "report", results / "metrics", group="comparison") as runlog:  # timed from here
+    with RunLog(cfg, "report", results / "metrics", group="comparison") as runlog:
         row_folders, section_folders = method_folders(cfg)
         models = workload_models(cfg.workload)
         sections, sec_problems = load_sections(results, section_folders)

@@ -26,6 +26,7 @@ from repshare.data.shards import load_split, prepared_dir
 from repshare.models.checkpoint import load_into, save_model
 from repshare.models.classifier import ClassifierModule, build_classifier, zero_init_residual_branches
 from repshare.models.detector import DetectorModule, build_detector, init_backbone_from_classifier
+from repshare.models.fast_depthwise import fast_depthwise_grad
 from repshare.models.load import (classifier_kwargs, classifier_preprocess, detector_kwargs, detector_preprocess,
                                   model_dir, model_kwargs, resolve_device, trained_weights, weights_source)
 from repshare.training.evaluate import evaluate_classifier, evaluate_detector
@@ -166,7 +167,7 @@ class ResumeState(pl.Callback):
             return
         last = self.dirpath / LAST
         with atomic_path(last) as tmp:  # a kill mid-write never leaves a truncated last.ckpt
-            trainer.save_checkpoint(tmp)
+            trainer.save_checkpoint(tmp, weights_only=False)  # the whole state: optimiser, loops, RNG
         if self.fp is not None:
             write_text(self.dirpath / FINGERPRINT, self.fp + "\n")
 
@@ -174,6 +175,8 @@ class ResumeState(pl.Callback):
 def make_trainer(cfg: DictConfig, name: str, epochs: int, ckpt_dir: Path, opt: DictConfig) -> pl.Trainer:
     kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
     kwargs.pop("_target_", None)
+    if not opt.get("validate_every_epoch", True):
+        kwargs["limit_val_batches"] = 0  # the stage's own evaluation after training is the result
     loggers: list = [CSVLogger(str(ckpt_dir), name="logs")]
     if wandb_mode(cfg) != "disabled":
         Path(cfg.logger.dir).mkdir(parents=True, exist_ok=True)
@@ -237,7 +240,8 @@ def train_classifier(cfg: DictConfig, name: str = "classifier") -> dict:
     trainer = make_trainer(cfg, name, opt.epochs, ckpt_dir, opt)
     if resume:
         log.info("resuming %s training from %s", name, resume)
-    trainer.fit(module, datamodule=dm, ckpt_path=str(resume) if resume else None)
+    with fast_depthwise_grad(model, opt.get("fast_depthwise_grad", True)):
+        trainer.fit(module, datamodule=dm, ckpt_path=str(resume) if resume else None)
     if cfg.trainer.fast_dev_run:
         return {}
     metrics = evaluate_classifier(model.eval(), pre, val, c.num_classes, 250, device)
@@ -289,7 +293,8 @@ def train_detector(cfg: DictConfig) -> dict:
     module = DetectorModule(model, pre, opt.lr, opt.weight_decay, opt.warmup_epochs, opt.epochs)
     dm = PreparedDataModule(prepared_dir(cfg), opt.batch_size, opt.num_workers, "det", cfg.seed)
     trainer = make_trainer(cfg, "detector", opt.epochs, ckpt_dir, opt)
-    trainer.fit(module, datamodule=dm, ckpt_path=str(resume) if resume else None)
+    with fast_depthwise_grad(model, opt.get("fast_depthwise_grad", True)):
+        trainer.fit(module, datamodule=dm, ckpt_path=str(resume) if resume else None)
     if cfg.trainer.fast_dev_run:
         return {}
     metrics = evaluate_detector(model.eval(), pre, val, 50, device)

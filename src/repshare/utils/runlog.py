@@ -18,6 +18,15 @@ from omegaconf import DictConfig, OmegaConf
 from repshare.utils.io import atomic_path, write_json
 from repshare.utils.record import provenance
 
+_stage_started: float | None = None  # set by the stage runner when a stage begins
+
+
+def start_stage_clock() -> None:
+    """Mark the start of a stage, so its record times the whole stage and not only the part after the
+    ``RunLog`` is opened (most stages open it at the end, around their outputs)."""
+    global _stage_started
+    _stage_started = time.time()
+
 os.environ.setdefault("WANDB_SILENT", "true")
 
 
@@ -38,7 +47,7 @@ class RunLog:
         self.out_dir = Path(out_dir)
         self.metrics: dict[str, Any] = {}
         self.history: list[dict[str, Any]] = []
-        self.started = time.time()
+        self.started = _stage_started if _stage_started is not None else time.time()
         self.wandb = None
         mode = wandb_mode(cfg)
         if mode != "disabled":
