@@ -9,7 +9,6 @@ comparison rows, report section), ``results/metrics/gemel.json`` and the DVC plo
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import logging
@@ -31,8 +30,8 @@ from repshare.gemel.retrain import loss_weights
 from repshare.gemel.search import search
 from repshare.gemel.simulate import SimModel, simulate
 from repshare.models.fast_depthwise import fast_depthwise_grad
-from repshare.workload import WorkloadModel, workload_models
 from repshare.utils.io import csv_text
+from repshare.workload import WorkloadModel, workload_models
 
 log = logging.getLogger("repshare")
 METHOD = "gemel"
@@ -134,9 +133,7 @@ def retrain(models: dict[str, torch.nn.Module], members: dict[str, Member], trai
     trainer = pl.Trainer(accelerator=cfg.trainer.accelerator, devices=1, max_epochs=1, limit_train_batches=g.steps,
                          logger=False, enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, num_sanity_val_steps=0, deterministic=cfg.trainer.deterministic)
-    with contextlib.ExitStack() as stack:
-        for m in models.values():
-            stack.enter_context(fast_depthwise_grad(m, g.get("fast_depthwise_grad", True)))
+    with fast_depthwise_grad(module, g.get("fast_depthwise_grad", True)):  # every model's convs, once each
         trainer.fit(module, train_dataloaders=CombinedLoader(loaders, "max_size_cycle"))
     for m in models.values():
         m.eval()
