@@ -23,14 +23,15 @@ import timm
 
 from repshare.features.stages import run_from, run_stages
 from repshare.models.preprocess import Preprocess
-from repshare.sharing.evaluate import count_flops, cumulative_stage_flops, evaluate_all_pairs, evaluate_pair
+from repshare.models.flops import count_flops, cumulative, stage_flops
+from repshare.sharing.evaluate import evaluate_all_pairs, evaluate_pair
 
 
 def ideal_speedup(backbone, det_pre, classifier, cls_pre, x1, pairs) -> float:
     """FLOPs of all separate pair runs / FLOPs of the shared run (adapters ignored)."""
     with torch.no_grad():
         det_in, cls_in = det_pre(x1), cls_pre(x1)
-        prefix = cumulative_stage_flops(backbone, det_in)
+        prefix = cumulative(stage_flops(backbone, det_in))
         reps = run_stages(classifier, cls_in)
         suffix = [count_flops(run_from, classifier, reps[j], j) for j in range(len(reps))]
     separate = sum(prefix[i] + suffix[j] for i, j in pairs)

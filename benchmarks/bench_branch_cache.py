@@ -26,7 +26,7 @@ import torch
 from repshare.features.stages import run_stages, stage_modules
 from repshare.models.preprocess import Preprocess
 from repshare.multiexit.features import extract_features
-from repshare.multiexit.profile import count_flops
+from repshare.models.flops import count_flops
 from repshare.multiexit.train import train_branch
 from repshare.multiexit.zoo import Branch, BranchSpec
 

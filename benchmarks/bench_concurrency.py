@@ -50,7 +50,8 @@ def main() -> int:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    from repshare.concurrency.graphs import GENERATORS, random_dag
+    from repshare.concurrency.graphs import GENERATORS, GeneratorParams, random_dag
+    from repshare.concurrency.matched import MATCHABLE, control_name, degree_matched_params
     from repshare.concurrency.hypergraph import build_hypergraph, partition
     from repshare.concurrency.latency import LinkModel, simulate_latency
     from repshare.concurrency.metrics import (communication, concurrency_score, load_balance,
@@ -66,10 +67,13 @@ def main() -> int:
     t_wall, t_cpu = time.perf_counter(), time.process_time()
     for n_vertices in sizes:
         w0, c0 = time.perf_counter(), time.process_time()
-        for g in GENERATORS:
+        # the four generators, then ER/BA/WS at DP's mean degree (the stage's controls)
+        kinds = [(g, GeneratorParams()) for g in GENERATORS] + [
+            (g, degree_matched_params(control_name(g), n_vertices, GeneratorParams())[0]) for g in MATCHABLE]
+        for g, params in kinds:
             for k in range(args.graphs):
                 with clock.phase("generate_dag"):
-                    dag = random_dag(g, n_vertices, 1000 + k)
+                    dag = random_dag(g, n_vertices, 1000 + k, params)
                 with clock.phase("annotate_flops_bytes"):
                     dag = annotate(dag, spec, k)
                 with clock.phase("hypergraph_build"):
@@ -88,8 +92,8 @@ def main() -> int:
                         with clock.phase("latency_simulation"):
                             simulate_latency(dag, parts, link)
                 n_graphs += 1
-        per_size[n_vertices] = {"wall_s_per_graph": (time.perf_counter() - w0) / (len(GENERATORS) * args.graphs),
-                                "cpu_s_per_graph": (time.process_time() - c0) / (len(GENERATORS) * args.graphs)}
+        per_size[n_vertices] = {"wall_s_per_graph": (time.perf_counter() - w0) / (len(kinds) * args.graphs),
+                                "cpu_s_per_graph": (time.process_time() - c0) / (len(kinds) * args.graphs)}
     wall, cpu = time.perf_counter() - t_wall, time.process_time() - t_cpu
     share = {k: round(100 * v / cpu, 1) for k, v in sorted(clock.cpu.items(), key=lambda kv: -kv[1])}
     record = {

@@ -6,8 +6,11 @@
 (c) merged workload file size vs the sum of the unmerged files when every identical layer is
     shared (goal: the difference equals the bytes the layers save, i.e. each shared tensor once)
 (d) the time-sharing simulation of a 6-budget sweep (goal: < 1 s)
+(e) what a decision costs: evaluating one image (classifier; detector forward + COCO matching), and the
+    resampled mAP of ``--boot`` bootstrap resamples of ``--images`` detector images (synthetic matches)
 
-Usage: python benchmarks/bench_gemel.py [--threads 1] [--batch 8] [--out results/benchmarks/gemel.json]
+Usage: python benchmarks/bench_gemel.py [--threads 1] [--batch 8] [--images 500] [--boot 1000]
+                                        [--out results/benchmarks/gemel.json]
 """
 
 from __future__ import annotations
@@ -55,10 +58,64 @@ def step_time(module, batches: dict, reps: int = 3) -> float:
     return sorted(times[1:])[len(times[1:]) // 2]
 
 
+@torch.inference_mode()
+def eval_cost(models: dict, pre: dict, n: int = 100) -> dict[str, float]:
+    """CPU ms per image of the evaluations a decision runs (batch 50, the stage's default)."""
+    from effdet import DetBenchPredict
+
+    from repshare.gemel.coco_map import match
+    from repshare.models.detector import detections_to_preds
+
+    x = torch.randint(0, 256, (50, 3, 64, 64), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    out = {}
+    m = models["classifier"].eval()
+    t0 = time.process_time()
+    for _ in range(n // 50):
+        m(pre["classifier"](x)).argmax(1)
+    out["classifier"] = 1e3 * (time.process_time() - t0) / n
+    bench = DetBenchPredict(models["detector"].eval())
+    t0 = time.process_time()
+    preds = []
+    for _ in range(n // 50):
+        preds += [{k: v.numpy() for k, v in p.items()} for p in detections_to_preds(bench(pre["detector"](x)))]
+    out["detector_forward"] = 1e3 * (time.process_time() - t0) / n
+    targets = [{"boxes": torch.tensor([[10.0, 10.0, 60.0, 60.0]]).numpy(), "labels": torch.tensor([0]).numpy()}] * n
+    t0 = time.process_time()
+    match(preds, targets)
+    out["detector_matching"] = 1e3 * (time.process_time() - t0) / n
+    return out
+
+
+def bootstrap_cost(n: int, boot: int) -> float:
+    """Seconds of the resampled mAP on ``boot`` resamples of ``n`` images with 100 detections each."""
+    import numpy as np
+
+    from repshare.gemel.coco_map import match, resampled_map
+    from repshare.gemel.outcomes import counts_from_indices
+
+    rng = np.random.default_rng(0)
+    preds, targets = [], []
+    for _ in range(n):
+        g = int(rng.integers(1, 4))
+        xy = rng.uniform(0, 100, (g, 2))
+        gb = np.concatenate([xy, xy + rng.uniform(8, 40, (g, 2))], 1).astype(np.float32)
+        gl = rng.integers(0, 8, g)
+        db = np.concatenate([gb + rng.normal(0, 3, gb.shape), np.sort(rng.uniform(0, 128, (100 - g, 4)), 1)])
+        preds.append({"boxes": db.astype(np.float32), "labels": np.concatenate([gl, rng.integers(0, 8, 100 - g)]),
+                      "scores": np.concatenate([rng.uniform(0.3, 1, g), rng.uniform(0, 0.5, 100 - g)]).astype(np.float32)})
+        targets.append({"boxes": gb, "labels": gl})
+    m = match(preds, targets)
+    t0 = time.process_time()
+    resampled_map(m, counts_from_indices(rng.integers(0, n, (boot, n)), n))
+    return time.process_time() - t0
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--images", type=int, default=500)
+    ap.add_argument("--boot", type=int, default=1000)
     ap.add_argument("--out", default="results/benchmarks/gemel.json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -67,7 +124,7 @@ def main() -> None:
     from repshare.gemel.retrain import JointModule
     from repshare.gemel.simulate import SimModel
     from repshare.gemel.store import WEIGHTS, save_merged
-    from repshare.stages.gemel import tensor_map
+    from repshare.gemel.timing import tensor_map
 
     models, pre = build_workload()
     t0 = time.perf_counter()
@@ -100,6 +157,9 @@ def main() -> None:
         simulate(sims, int(largest + f * (whole - largest)), fps=30, sla_ms=100, duration_s=10, batch_size=4)
     t_sim = time.perf_counter() - t0
 
+    per_image = eval_cost(models, pre)
+    t_boot = bootstrap_cost(args.images, args.boot)
+
     rec = {
         "machine": f"{platform.machine()} {platform.processor()} threads={args.threads}",
         "layer_instances": len(inst), "groups": len(groups), "saving_bytes_all": saving,
@@ -110,6 +170,8 @@ def main() -> None:
         "file_bytes": file_bytes, "state_bytes_unmerged": state_bytes,
         "file_saving_matches": abs((state_bytes - file_bytes) - saving) < 0.01 * saving,
         "simulate_sweep_seconds": round(t_sim, 3), "goal_simulate_s": 1.0,
+        **{f"eval_ms_per_image_{k}": round(v, 2) for k, v in per_image.items()},
+        f"resampled_map_seconds_{args.images}_images_{args.boot}_resamples": round(t_boot, 2),
     }
     for k, v in rec.items():
         print(f"{k}: {v}")

@@ -386,7 +386,7 @@ def _bad_last_ckpt(d: Path, payload: bytes | None = None) -> None:
     from omegaconf import OmegaConf
 
     from repshare.config import validate_config
-    from repshare.training.train import fingerprint
+    from repshare.training.resume import fingerprint
 
     cfg = validate_config(OmegaConf.load(d / "params.yaml"))
     c, opt = cfg.model.classifier, cfg.train.classifier

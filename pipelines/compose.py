@@ -17,6 +17,8 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from repshare.config import ConfigError, compose_raw, validate_config
+from repshare.config_guard import forbid_env_secrets, forbid_resolvers, read_params
+from repshare.stage import check_seed
 from repshare.utils.io import write_text
 
 HEADER = "# Composed from conf/ by pipelines/compose.py (or `dvc exp run`). Edit conf/, not this file.\n"
@@ -64,7 +66,10 @@ def main(argv: list[str]) -> int:
     overrides = [a for a in argv if a != "--check"]
     try:
         cfg = compose_raw(overrides)
-        validate_config(cfg)
+        # Before anything resolves: an ${oc.env:...} would be written into params.yaml as its value.
+        forbid_resolvers(cfg, "the composed config")
+        forbid_env_secrets(cfg, source="the composed config")
+        check_seed(validate_config(cfg).seed)
     except (ConfigError, HydraException, OmegaConfBaseException) as err:
         # A misspelt key, an unknown group option (data=foo) or a bad value: one line, exit 2.
         print(f"error [compose]: {one_line(err)}", file=sys.stderr)
@@ -72,10 +77,13 @@ def main(argv: list[str]) -> int:
     text = HEADER + OmegaConf.to_yaml(cfg, resolve=True)
     if check:
         try:
-            current = OmegaConf.load("params.yaml")
+            current = read_params("params.yaml")
         except FileNotFoundError:
             print("params.yaml is missing", file=sys.stderr)
             return 1
+        except ConfigError as err:
+            print(f"error [compose]: {one_line(err)}", file=sys.stderr)
+            return 2
         if OmegaConf.to_container(current) != OmegaConf.to_container(cfg, resolve=True):
             print("params.yaml differs from conf/ composed with " + (" ".join(overrides) or "no overrides"), file=sys.stderr)
             return 1

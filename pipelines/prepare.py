@@ -1,7 +1,7 @@
-"""DVC stage `prepare`: generate or convert the dataset into data/prepared (shards + manifest)."""
+"""DVC stage `prepare` (see repshare.stages.prepare)."""
 
-from repshare.data.prepare import prepare
 from repshare.stage import run_stage
+from repshare.stages.prepare import run
 
 if __name__ == "__main__":
-    run_stage(prepare)
+    run_stage(run)

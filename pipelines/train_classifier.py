@@ -1,7 +1,7 @@
-"""DVC stage `train_classifier`: train the classifier on the prepared data (or load published weights in real mode)."""
+"""DVC stage `train_classifier` (see repshare.stages.train_classifier)."""
 
 from repshare.stage import run_stage
-from repshare.training import train_classifier
+from repshare.stages.train_classifier import run
 
 if __name__ == "__main__":
-    run_stage(train_classifier)
+    run_stage(run)

@@ -1,7 +1,7 @@
-"""DVC stage `train_detector`: train the detector on the prepared data (or load published weights in real mode)."""
+"""DVC stage `train_detector` (see repshare.stages.train_detector)."""
 
 from repshare.stage import run_stage
-from repshare.training import train_detector
+from repshare.stages.train_detector import run
 
 if __name__ == "__main__":
-    run_stage(train_detector)
+    run_stage(run)

@@ -1,4 +1,5 @@
-"""Hand-made method outputs (rows, sections, figures, metrics) for the comparison and dashboard tests.
+"""Hand-made method outputs (rows, sections with measurements, figures, metrics) for the comparison and
+dashboard tests, written as the method stages write them (atomic folders with checksums.json).
 
 Workload: classifier (top-1 0.90), detector (mAP 0.30), classifier_color (top-1 0.80). Points
 (memory saved %, accuracy kept = min accuracy_rel over the three models) are chosen so the Pareto
@@ -13,10 +14,22 @@ front is known by hand:
     meedge            m1          5    1.00   no      yes         yes
     meedge            m2         20    0.98   no      yes         yes
     meedge_placement  p1         20    0.97   no      no  (m2)    no (m2)
+
+Measurements: for every quantity the real claim registry names, an interval placed by hand
+relative to the regions of the claims on it (the plan below), so each paper's verdict is known:
+
+    cka          every quantity inside every region of its claims            -> holds
+    gemel        its first primary claim's quantity outside, the rest inside  -> partly
+    meedge       every quantity outside every region                          -> does not
+    concurrency  first primary quantity inside but not interpretable (a model
+                 at chance), the rest inside                                  -> inconclusive
+
+A "not tested" paper is made by leaving its section out (tests do that).
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import matplotlib
@@ -24,13 +37,18 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from repshare.comparison import ComparisonRow, Figure, PaperClaim, ReportSection, Table, write_rows, write_section
-from repshare.utils.io import write_json
+from repshare.claims import Claim, SanityCheck  # noqa: E402
+from repshare.comparison import ComparisonRow, Figure, ReportSection, Table, write_rows, write_section  # noqa: E402
+from repshare.comparison.registry import PAPERS, registry  # noqa: E402
+from repshare.stats import Estimate  # noqa: E402
+from repshare.utils.io import atomic_dir, write_json  # noqa: E402
 
 UNMERGED = {"classifier": 0.90, "detector": 0.30, "classifier_color": 0.80}
 METRIC = {"classifier": "top1", "detector": "mAP", "classifier_color": "top1"}
 FOLDERS = {"cka_sharing": "cka_sharing", "gemel": "gemel", "meedge": "multiexit", "meedge_placement": "placement"}
 SECTION_FOLDERS = {**FOLDERS, "concurrency": "concurrency"}
+WRITERS = {"cka_sharing": "analyze", "gemel": "gemel", "meedge": "kd_recover", "meedge_placement": "placement",
+           "concurrency": "concurrency"}
 WORKLOAD_BYTES = 40_000_000
 
 # (method, setting, saved %, kept, labels, models touched)
@@ -46,6 +64,10 @@ POINTS = [
 ]
 FRONT = {("cka_sharing", "a"), ("cka_sharing", "c"), ("gemel", "g2"), ("meedge", "m1"), ("meedge", "m2")}
 FRONT_LABEL_FREE = {("cka_sharing", "a"), ("cka_sharing", "b"), ("meedge", "m1"), ("meedge", "m2")}
+
+PLAN = {"cka": "holds", "gemel": "partly", "meedge": "does not", "concurrency": "inconclusive"}
+PAPER_VERDICT = dict(PLAN)
+CHANCE_NOTE = "model proxy at chance: top-1 0.125 vs 1/8"
 
 
 def make_row(method: str, setting: str, saved_pct: float, kept: float, labels: bool, models: list[str]) -> ComparisonRow:
@@ -73,7 +95,76 @@ def tiny_png(path: Path, title: str) -> Path:
     return path
 
 
-def make_section(method: str, folder: Path, verdicts: list[str], title: str | None = None) -> ReportSection:
+# --------------------------------------------------------------------------- measurements by hand
+def _step(x: float) -> float:
+    return max(1.0, abs(x)) * 0.1
+
+
+def interval(kind: str, regions: list[tuple[float, float]], reference: tuple[float, float]) -> tuple[float, float]:
+    """An interval placed by hand: "inside" every region, "outside" all of them, or straddling the
+    reference region's lower (else upper) edge."""
+    if kind == "inside":
+        lo, hi = max(r[0] for r in regions), min(r[1] for r in regions)
+        assert lo <= hi, f"the claims' regions do not intersect: {regions}"
+        if math.isfinite(lo) and math.isfinite(hi):
+            c, w = (lo + hi) / 2, (hi - lo) / 4
+            return c - w, c + w
+        if math.isfinite(lo):
+            return lo + _step(lo), lo + 2 * _step(lo)
+        return hi - 2 * _step(hi), hi - _step(hi)
+    if kind == "outside":
+        lo, hi = min(r[0] for r in regions), max(r[1] for r in regions)
+        if math.isfinite(hi):
+            return hi + _step(hi), hi + 2 * _step(hi)
+        return lo - 2 * _step(lo), lo - _step(lo)
+    lo, hi = reference
+    edge = lo if math.isfinite(lo) else hi
+    return edge - _step(edge), edge + _step(edge)
+
+
+def estimate(lo: float, hi: float, interpretable: bool = True, note: str = "fixture") -> Estimate:
+    return Estimate((lo + hi) / 2, lo, hi, 200, "images", "bootstrap", note=note if interpretable else CHANCE_NOTE,
+                    interpretable=interpretable)
+
+
+def method_of(paper_key: str, quantity: str) -> str:
+    """The section that measures a quantity: MEEdge's two parts by the quantity's prefix."""
+    paper = next(p for p in PAPERS if p.key == paper_key)
+    prefix = quantity.split(".", 1)[0]
+    return prefix if prefix in paper.methods else paper.methods[0]
+
+
+def planned_measurements(plan: dict[str, str] | None = None, claims: list[Claim] | None = None) -> tuple[
+        dict[str, dict[str, Estimate]], dict[str, str]]:
+    """(method -> quantity -> Estimate, claim key -> planned verdict for the claims that placed an interval)."""
+    plan = plan or PLAN
+    claims = claims if claims is not None else registry()
+    out: dict[str, dict[str, Estimate]] = {}
+    expected: dict[str, str] = {}
+    for paper, kind in plan.items():
+        mine = [c for c in claims if c.paper == paper]
+        first_primary = next(c for c in mine if c.primary)
+        for q in dict.fromkeys(c.quantity for c in mine):
+            on_q = [c for c in mine if c.quantity == q]
+            ref = first_primary if first_primary.quantity == q else on_q[0]
+            regions = [c.region() for c in on_q]
+            special = ref is first_primary
+            if kind == "holds" or (kind in ("partly", "inconclusive") and not special):
+                est, verdict = estimate(*interval("inside", regions, ref.region())), "holds"
+            elif kind == "does not" or kind == "partly":
+                est, verdict = estimate(*interval("outside", regions, ref.region())), "does not"
+            else:  # inconclusive: inside, but the data cannot carry a verdict
+                est, verdict = estimate(*interval("inside", regions, ref.region()), interpretable=False), "inconclusive"
+            out.setdefault(method_of(paper, q), {})[q] = est
+            expected.update({c.key: verdict for c in on_q})
+    return out, expected
+
+
+MEASUREMENTS, CLAIM_VERDICT = planned_measurements()
+
+
+def make_section(method: str, folder: Path, measurements: dict[str, Estimate] | None = None,
+                 title: str | None = None) -> ReportSection:
     figs = []
     for k in range(2):
         rel = f"figures/{method}_{k}.png"
@@ -82,38 +173,37 @@ def make_section(method: str, folder: Path, verdicts: list[str], title: str | No
     return ReportSection(
         method=method, title=title or f"{method} <section> & co",
         summary=f"What ran for {method}. <script>alert('x')</script> must show as text.",
-        claims=[PaperClaim(claim=f"claim {k} <b>bold?</b>", paper="17-86 %", ours=f"{20 + k} % [15, 25]",
-                           verdict=v, note="n = 3 seeds") for k, v in enumerate(verdicts)],
         tables=[Table(title="Per setting", columns=["Setting", "Accuracy", "Saved (MB)"],
                       rows=[{"Setting": "a <i>", "Accuracy": 0.91234, "Saved (MB)": 4.0},
                             {"Setting": "b", "Accuracy": None, "Saved (MB)": 12}],
                       caption="Higher accuracy is better.")],
-        figures=figs, notes=["The paper does not say how X is chosen; we use Y (config key method.x)."])
+        figures=figs, notes=["The paper does not say how X is chosen; we use Y (config key method.x)."],
+        measurements=dict(MEASUREMENTS.get(method, {}) if measurements is None else measurements),
+        sanity=[SanityCheck(f"{method}.by_construction", f"{method}: a check <b>by construction</b> holds", True,
+                            "fixed input"),
+                SanityCheck(f"{method}.fixed_chain", f"{method}: the hand-built chain gives eta = 1", method != "gemel",
+                            "eta 0.8 on the chain" if method == "gemel" else "eta 1.0")])
 
 
-SECTION_VERDICTS = {
-    "cka_sharing": ["holds", "does not"],
-    "gemel": ["holds", "holds", "not tested"],
-    "meedge": ["does not"],
-    "meedge_placement": ["does not", "not tested"],
-    "concurrency": ["holds"],
-}
-# Combined per paper (cka: holds+does not -> partly; gemel: holds; meedge: both does not -> does not)
-PAPER_VERDICT = {"cka": "partly", "gemel": "holds", "meedge": "does not", "concurrency": "holds"}
+def write_method(results: Path, method: str, folder: str, section: ReportSection | None = None,
+                 rows: list[ComparisonRow] | None = None) -> Path:
+    """One method's folder, as its stage writes it: one atomic folder with checksums.json."""
+    with atomic_dir(results / folder, stage=WRITERS.get(method, method)) as tmp:
+        if method in FOLDERS:
+            write_rows(tmp / "comparison_rows.json", method,
+                       [r for r in fixture_rows() if r.method == method] if rows is None else rows)
+        write_section(tmp / "section.json", section or make_section(method, tmp))
+    return results / folder
 
 
 def write_fixture_results(results: Path, methods: dict[str, str] | None = None) -> Path:
     """Every method's files under ``results`` (plus the three models' metrics); returns ``results``."""
     methods = methods or SECTION_FOLDERS
-    rows = fixture_rows()
     for method, folder in methods.items():
-        if method in FOLDERS:
-            write_rows(results / folder / "comparison_rows.json", method,
-                       [r for r in rows if r.method == method])
-        write_section(results / folder / "section.json",
-                      make_section(method, results / folder, SECTION_VERDICTS[method]))
-        write_json(results / folder / f"{method}_run.json", {"stage": method, "seconds": 12.0,
-                                                              "created": "2026-11-23T19:00:00+0000"})
+        write_method(results, method, folder)
+        write_json(results / "metrics" / f"{method}_run.json", {
+            "stage": WRITERS[method], "seconds": 12.0, "created": "2026-11-23T19:00:00+0000", "git_commit": "abc123",
+            "versions": {"python": "3.11", "numpy": "2"}, "machine": {"cpu_count": 2}})
     write_json(results / "metrics" / "classifier.json", {"top1": UNMERGED["classifier"], "top5": 1.0})
     write_json(results / "metrics" / "detector.json", {"map": UNMERGED["detector"], "map_50": 0.5})
     write_json(results / "metrics" / "classifier_color.json", {"top1": UNMERGED["classifier_color"]})

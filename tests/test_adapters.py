@@ -256,6 +256,9 @@ def test_evaluate_adapters_agreement_and_accuracy_by_hand():
                                   {("resample", 2, 2): Adapter(sh[2], sh[2])})
     r = res[("resample", 2, 2)]
     assert base["acc"] == 12 / 16 and r["acc"] == 12 / 16 and r["agree"] == 1.0 and r["agreed"] == 16
+    # per-image hits in batch order: the 4 relabelled images miss, the 12 others hit
+    want = [False] * 4 + [True] * 12
+    assert r["per_image"].tolist() == want and base["per_image"].tolist() == want
 
 
 # --------------------------------------------------------------------------- budget search

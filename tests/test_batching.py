@@ -49,3 +49,17 @@ def test_labelled_batches_keep_pixels_and_labels_aligned():
     assert out[0][1].dtype == torch.int64
     with pytest.raises(ValueError, match="7 images but 6 labels"):
         labelled_batches(imgs, labels[:6], 3)
+
+
+def test_progress_logs_with_an_eta_when_not_a_terminal(caplog, monkeypatch):
+    import logging
+    import sys
+
+    from repshare.utils.progress import progress
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False, raising=False)
+    with caplog.at_level(logging.INFO, logger="repshare"):
+        assert list(progress(range(20), 20, "work", every=0.25)) == list(range(20))
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("work:")]
+    assert [ln.split()[1] for ln in lines] == ["5/20", "10/20", "15/20", "20/20"]
+    assert all("ETA" in ln for ln in lines) and lines[-1].endswith("ETA 0 s")

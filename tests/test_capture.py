@@ -14,8 +14,9 @@ import torch
 from omegaconf import open_dict
 
 from repshare.cka import MinibatchCKA
-from repshare.features.capture import capture_activations, capture_cka, run_cka
+from repshare.features.capture import capture_activations, capture_cka
 from repshare.models.preprocess import Preprocess
+from repshare.stages.cka import run as run_cka
 
 SIZE = 32
 
@@ -59,24 +60,27 @@ def test_streamed_equals_minibatch_on_stored_activations(models, batches):
     assert not np.allclose(res.same_stage, 1.0, atol=1e-3)
 
 
-def test_model_against_itself_has_unit_diagonal(models, batches):
+@pytest.mark.parametrize("estimator", ["minibatch_unbiased", "full_biased"])
+def test_model_against_itself_has_unit_diagonal(models, batches, estimator):
     cls, _ = models
     pre = Preprocess(SIZE)
-    res = capture_cka(cls, pre, cls, pre, batches)
-    np.testing.assert_allclose(res.same_stage, 1.0, atol=1e-9)
-    np.testing.assert_allclose(res.cross, res.cross.T, atol=1e-9)
+    res = capture_cka(cls, pre, cls, pre, batches, estimator=estimator)
+    atol = 1e-9 if estimator.startswith("minibatch") else 1e-5  # Eq. 1 forms float32 grams
+    np.testing.assert_allclose(res.same_stage, 1.0, atol=atol)
+    np.testing.assert_allclose(res.cross, res.cross.T, atol=atol)
+    assert res.n == 20
 
 
 def test_shapes_and_names_recorded(models, batches):
     cls, bb = models
-    res = capture_cka(cls, Preprocess(SIZE), bb, Preprocess(64), batches[:1], unbiased=False)
+    res = capture_cka(cls, Preprocess(SIZE), bb, Preprocess(64), batches[:1], estimator="minibatch_biased")
     # documented efficientnet_b0 stage shapes at 64 px, and the same halved at 32 px
     at64 = [[32, 32, 32], [16, 32, 32], [24, 16, 16], [40, 8, 8], [80, 4, 4], [112, 4, 4], [192, 2, 2], [320, 2, 2]]
     assert res.shapes_detector == at64
     assert res.shapes_classifier == [[c, max(h // 2, 1), max(w // 2, 1)] for c, h, w in at64]
     assert res.stage_names_classifier == ["stem"] + [f"stage{k}" for k in range(1, 8)]
     assert res.stage_names_detector == res.stage_names_classifier
-    assert res.n == 8 and not res.unbiased
+    assert res.n == 8 and res.estimator == "minibatch_biased"
 
 
 def test_nan_activations_name_the_model_and_stage(models, batches):
@@ -130,9 +134,22 @@ def test_run_cka_writes_results(smoke_cfg, models, monkeypatch, tmp_path):
     assert rec["n"] == 22 == res.n
     assert rec["shapes"]["classifier"][0] == [32, 16, 16] == rec["shapes"]["detector"][0]  # shared 32 px
     assert np.allclose(np.diag(rec["cross_stage"]), rec["same_stage"])
-    assert rec["estimator"] == "minibatch_unbiased" and rec["provenance"]
-    for name in ("same_stage.csv", "cross_stage.csv", "cka_heatmap.png", "cka_heatmap.pdf", "cka_run.json"):
+    assert rec["estimator"] == smoke_cfg.cka.estimator == "full_biased"
+    assert "provenance" not in rec and "seconds" not in rec  # run-dependent values stay in the run log
+    for name in ("same_stage.csv", "cross_stage.csv", "cka_heatmap.png", "cka_heatmap.pdf", "checksums.json"):
         assert (out / name).is_file(), name
+    assert (Path(smoke_cfg.paths.results_dir) / "metrics" / "cka_run.json").is_file()
+    # the paper's Eq. 1 on the 22 images, written out with numpy on the stored activations
+    x = torch.from_numpy(images[:22]).permute(0, 3, 1, 2)
+    acts_c = capture_activations(cls, Preprocess(SIZE), [x])
+    acts_d = capture_activations(bb, Preprocess(SIZE), [x])
+    H = np.eye(22) - 1.0 / 22
+    for i, j in ((0, 0), (3, 5), (7, 2)):
+        K = acts_d[i].reshape(22, -1).double().numpy()
+        L = acts_c[j].reshape(22, -1).double().numpy()
+        K, L = K @ K.T, L @ L.T
+        want = np.trace(K @ H @ L @ H) / np.sqrt(np.trace(K @ H @ K @ H) * np.trace(L @ H @ L @ H))
+        assert rec["cross_stage"][i][j] == pytest.approx(want, abs=1e-5)
     plot_csv = (Path(smoke_cfg.paths.results_dir) / "plots" / "cka_same_stage.csv").read_text().splitlines()
     assert plot_csv[0] == "stage,cka" and len(plot_csv) == 9
     with open_dict(smoke_cfg):
@@ -149,5 +166,6 @@ def test_capture_batch_below_the_estimator_minimum_is_named(smoke_cfg, monkeypat
     with open_dict(smoke_cfg):
         smoke_cfg.capture.n_samples = 24
         smoke_cfg.capture.batch_size = 3
+        smoke_cfg.cka.estimator = "minibatch_unbiased"  # its HSIC_1 needs 4 examples per batch
     with pytest.raises(ValueError, match="capture.batch_size=3 is below the minimum 4"):
         run_cka(smoke_cfg)

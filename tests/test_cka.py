@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from repshare.cka import (
+    FullSetCKA,
     MinibatchCKA,
     center_gram,
     cka_from_grams,
@@ -231,3 +232,122 @@ def test_minibatch_gram_and_feature_centring_agree():
     naive = MinibatchCKA(1, 1, max_offset_ratio=float("inf"))
     naive.update([X + 1e4], [Y + 1e4])
     assert abs(float(naive.compute()[0, 0]) - want) > 1e-3
+
+
+# --------------------------------------------------------------------------- full-set CKA (the paper's Eq. 1)
+def eq1_numpy(X: np.ndarray, Y: np.ndarray) -> float:
+    """Eq. 1 written out: HSIC_0(K, L) = tr(K H L H) / (n - 1)^2 with K = X X^T, L = Y Y^T."""
+    X, Y = X.reshape(len(X), -1), Y.reshape(len(Y), -1)
+    n = len(X)
+    H = np.eye(n) - np.ones((n, n)) / n
+    K, L = X @ X.T, Y @ Y.T
+
+    def hsic(a, b):
+        return np.trace(a @ H @ b @ H) / (n - 1) ** 2
+
+    return hsic(K, L) / np.sqrt(hsic(K, K) * hsic(L, L))
+
+
+def full_set(xs, ys, bounds, **kw) -> np.ndarray:
+    n = len(xs[0])
+    acc = FullSetCKA(n, ([f"x{k}" for k in range(len(xs))], [f"y{k}" for k in range(len(ys))]), **kw)
+    try:
+        for a, b in bounds:
+            acc.add("x", [torch.tensor(x[a:b], dtype=torch.float32) for x in xs])
+            acc.add("y", [torch.tensor(y[a:b], dtype=torch.float32) for y in ys])
+        return acc.compute().numpy()
+    finally:
+        acc.close()
+
+
+@pytest.fixture
+def reps():
+    rng = np.random.default_rng(4)
+    X = rng.standard_normal((40, 3, 4, 4)) + 2.0  # an offset: the estimator centres it away
+    Y = X.reshape(40, -1)[:, :10] @ rng.standard_normal((10, 6)) + rng.standard_normal((40, 6))
+    Z = rng.standard_normal((40, 5))
+    return [X, Z], [Y, Z, X]
+
+
+def test_full_set_cka_is_eq1_written_out(reps):
+    xs, ys = reps
+    got = full_set(xs, ys, [(0, 13), (13, 29), (29, 40)], block_bytes=40 * 4 * 7)  # column blocks of 7 features
+    want = np.array([[eq1_numpy(x, y) for y in ys] for x in xs])
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    assert got[1, 1] == pytest.approx(1.0, abs=1e-6) and got[0, 2] == pytest.approx(1.0, abs=1e-6)  # CKA(X, X) = 1
+
+
+def test_full_set_cka_ignores_batching_and_blocks(reps):
+    xs, ys = reps
+    one = full_set(xs, ys, [(0, 40)])
+    np.testing.assert_allclose(full_set(xs, ys, [(0, 2), (2, 40)], block_bytes=1), one, atol=1e-6)
+
+
+def test_full_set_cka_invariances(reps):
+    xs, ys = reps
+    X, Y = xs[0].reshape(40, -1), ys[0]
+    base = full_set([X], [Y], [(0, 40)])[0, 0]
+    Q = _random_orthogonal(X.shape[1], 2)
+    assert full_set([X @ Q], [Y], [(0, 40)])[0, 0] == pytest.approx(base, abs=1e-6)  # orthogonal transform
+    assert full_set([7.5 * X], [0.02 * Y], [(0, 40)])[0, 0] == pytest.approx(base, abs=1e-6)  # isotropic scaling
+    scale = np.ones(X.shape[1])
+    scale[0] = 40.0
+    assert abs(full_set([X * scale], [Y], [(0, 40)])[0, 0] - base) > 1e-2  # not anisotropic scaling
+
+
+def test_full_set_rbf_and_debiased_match_the_gram_forms(reps):
+    xs, ys = reps
+    rbf = full_set(xs, ys, [(0, 20), (20, 40)], kernel="rbf", rbf_threshold=0.5)
+    deb = full_set(xs, ys, [(0, 20), (20, 40)], debiased=True)
+    for i, x in enumerate(xs):
+        for j, y in enumerate(ys):
+            assert rbf[i, j] == pytest.approx(float(rbf_cka(x, y, 0.5)), abs=1e-5)
+            assert deb[i, j] == pytest.approx(float(cka_from_grams(gram_linear(x), gram_linear(y), debiased=True)),
+                                              abs=1e-5)
+
+
+def test_full_set_differs_from_the_minibatch_estimator(reps):
+    """Eq. 1 on the whole set is not the sum of per-batch HSICs: the two estimators are different numbers."""
+    xs, ys = reps
+    mb = MinibatchCKA(1, 1, unbiased=False)
+    for a, b in ((0, 10), (10, 20), (20, 30), (30, 40)):
+        mb.update([torch.tensor(xs[0][a:b])], [torch.tensor(ys[0][a:b])])
+    assert abs(float(mb.compute()[0, 0]) - eq1_numpy(xs[0], ys[0])) > 1e-3
+
+
+def test_full_set_spills_features_to_disk_and_removes_them(reps, tmp_path):
+    xs, ys = reps
+    acc = FullSetCKA(40, (["x"], ["y"]), spill_dir=str(tmp_path))
+    acc.add("x", [torch.tensor(xs[0][:20], dtype=torch.float32)])
+    acc.add("y", [torch.tensor(ys[0][:20], dtype=torch.float32)])
+    files = list(tmp_path.rglob("*.f"))
+    assert sorted(f.stat().st_size for f in files) == [20 * 6 * 4, 20 * 48 * 4]  # 20 examples so far, float32
+    assert acc.spill_bytes() == 40 * (48 + 6) * 4
+    with pytest.raises(ValueError, match="sized for n=40"):
+        acc.add("x", [torch.zeros(21, 3, 4, 4)])
+    with pytest.raises(ValueError, match="x: 5 features per example, earlier batches had 48"):
+        acc.add("x", [torch.zeros(4, 5)])
+    acc.close()
+    assert not list(tmp_path.rglob("*.f"))
+
+
+def test_full_set_bad_inputs_are_named():
+    acc = FullSetCKA(8, (["detector/stem"], ["classifier/stem"]))
+    bad = torch.zeros(4, 3)
+    bad[1, 1] = float("nan")
+    with pytest.raises(ValueError, match="detector/stem.*NaN"):
+        acc.add("x", [bad])
+    acc.add("x", [torch.randn(4, 3)])
+    with pytest.raises(ValueError, match="4 x-examples and 0 y-examples"):
+        acc.compute()
+    with pytest.raises(ValueError, match="n >= 2"):
+        FullSetCKA(1, (["a"], ["b"]))
+    acc.close()
+
+
+def test_full_set_large_offset_in_float32():
+    rng = np.random.default_rng(7)
+    X = np.round(rng.standard_normal((80, 16)) * 256) / 256  # exactly representable after + 1e4 in float32
+    Y = np.round((X[:, :8] + rng.standard_normal((80, 8))) * 256) / 256
+    got = full_set([X + 1e4], [Y + 1e4], [(0, 30), (30, 80)])[0, 0]
+    assert got == pytest.approx(eq1_numpy(X, Y), abs=1e-5)

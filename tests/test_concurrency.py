@@ -263,6 +263,17 @@ def raw_cfg():
     ("concurrency.generator.er_p", 1.2),
     ("concurrency.generator.dp_p", -0.5),
     ("concurrency.generator.ws_p", 2.0),
+    # issue 24/29: empty, duplicate and oversized values, one line naming the key
+    ("concurrency.grouping_units", []),
+    ("concurrency.grouping_units", [100]),
+    ("concurrency.generators", ["er", "er"]),
+    ("concurrency.network.image_size", 1),
+    ("concurrency.dp_sweep.betas", []),
+    ("concurrency.seed", -1),
+    ("concurrency.n_vertices", [100000]),
+    ("concurrency.degree_matched", ["dp"]),
+    ("concurrency.degree_matched", ["er", "er"]),
+    ("concurrency.n_boot", 5),
 ])
 def test_bad_config_fails_at_start_up(raw_cfg, key, value):
     from omegaconf import OmegaConf
@@ -273,3 +284,15 @@ def test_bad_config_fails_at_start_up(raw_cfg, key, value):
     OmegaConf.update(cfg, key, value, merge=False)
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         validate_config(cfg)
+
+
+def test_huge_weights_are_scaled_to_fit_the_partitioner():
+    from repshare.concurrency.hypergraph import MAX_TOTAL
+
+    dag = weighted(two_components(), flops=4e9, nbytes=3e9)  # totals far beyond int32, as ResNet-50's FLOPs
+    hg = build_hypergraph(dag)
+    assert sum(hg.weights) <= MAX_TOTAL and len(set(hg.weights)) == 1  # proportional: equal stays equal
+    parts = partition(hg, 2, 0.03, seed=0)
+    assert load_balance(dag, parts, 2) == pytest.approx(1.0) and communication(dag, parts) == 0.0
+    small = weighted(two_components(), flops=7, nbytes=5)
+    assert build_hypergraph(small).weights == [7] * 6  # small totals are kept exactly

@@ -11,7 +11,7 @@ from PIL import Image
 
 from repshare.data.coco import CocoSource
 from repshare.data.imagenet import ImageNetSource
-from repshare.data.prepare import prepare
+from repshare.stages.prepare import run as prepare
 from repshare.data.shapes import CLASS_NAMES, ShapesSource, generate_shapes
 from repshare.data.shards import load_split, prepared_dir
 from repshare.utils.io import sha256_file
@@ -96,7 +96,7 @@ def test_corrupted_shard_is_named_and_failed_prepare_keeps_old_output(smoke_cfg,
         load_split(root, "val")
     shard.write_bytes(good)
 
-    import repshare.data.prepare as prep
+    import repshare.stages.prepare as prep
 
     def boom(*a, **k):
         raise RuntimeError("interrupted")

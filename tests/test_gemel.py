@@ -281,7 +281,7 @@ def test_color_label_survives_shards_and_selects_in_the_datamodule(tmp_path):
 
 def test_holdout_is_disjoint_and_deterministic():
     from repshare.data.shapes import generate_shapes
-    from repshare.stages.gemel import holdout_split
+    from repshare.gemel.splits import holdout_split
 
     s = generate_shapes(12, image_size=32, seed=0)
     train, hold = holdout_split(s, 4)

@@ -3,6 +3,7 @@ and a small end-to-end run on the smoke preset whose merged workload loads back 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -75,13 +76,8 @@ def test_simulation_settings_are_checked_before_the_search(smoke_cfg, monkeypatc
 
     _workload(smoke_cfg, ["classifier", "classifier_color"])
     _models_on_disk(smoke_cfg)
-    monkeypatch.setattr(gemel, "search", lambda *a: pytest.fail("the search ran before the check"))
+    monkeypatch.setattr(gemel, "run_study", lambda *a: pytest.fail("the search ran before the check"))
     with open_dict(smoke_cfg):
-        smoke_cfg.gemel.sim.load_ms = {"classifier": 5.0, "foo": 1.0}
-    with pytest.raises(ConfigError, match="gemel.sim.load_ms names model 'foo'"):
-        gemel.run(smoke_cfg)
-    with open_dict(smoke_cfg):
-        smoke_cfg.gemel.sim.load_ms = None
         smoke_cfg.gemel.sim.budgets_mb = [2.0]
     with pytest.raises(ConfigError, match="gemel.sim.budgets_mb"):
         gemel.run(smoke_cfg)
@@ -93,15 +89,22 @@ def test_target_outside_zero_one_is_named(value):
         compose(["experiment=smoke", f"gemel.target={value}"])
 
 
-def test_budget_smaller_than_the_largest_model_is_named():
-    from repshare.stages.gemel import budgets
+def test_budgets_by_hand_and_one_smaller_than_the_largest_model_is_named():
+    from repshare.gemel.simulate import budgets
 
-    sim = OmegaConf.create({"budgets_mb": [1.0, 100.0], "budget_fractions": [0.0]})
-    with pytest.raises(ConfigError, match=r"gemel.sim.budgets_mb=\[1.0, 100.0\].*1.0 MB is smaller"):
-        budgets({"a": 2**21, "b": 2**20}, sim)
-    sim.budgets_mb = None
-    sim.budget_fractions = [0.0, 0.5, 1.0]
-    assert budgets({"a": 200, "b": 100}, sim) == [200, 250, 300]
+    with pytest.raises(ValueError, match=r"gemel.sim.budgets_mb=\[1.0, 100.0\].*1.0 MB is smaller"):
+        budgets({"a": 2**21, "b": 2**20}, [1.0, 100.0], [0.0])
+    assert budgets({"a": 200, "b": 100}, None, [0.0, 0.5, 1.0]) == [200, 250, 300]
+    assert budgets({"a": 200, "b": 100}, [1.0], [0.0]) == [2**20]
+
+
+@pytest.mark.parametrize("override", ["gemel.decision.alpha=0.5", "gemel.decision.n_boot=10",
+                                      "gemel.decision.n_classification=1", "gemel.sim.timing=wallclock",
+                                      "gemel.sim.cost.tflops=0", "gemel.sim.cost.run_overhead_ms=-1",
+                                      "gemel.sim.claim_budget_fraction=1.5"])
+def test_bad_gemel_values_are_named_at_compose(override):
+    with pytest.raises(ConfigError, match=override.split("=")[0].replace(".", r"\.")):
+        compose(["experiment=smoke", override])
 
 
 def test_bad_value_exits_2_through_the_entry_point(smoke_cfg, tmp_path, capsys):
@@ -117,16 +120,20 @@ def test_bad_value_exits_2_through_the_entry_point(smoke_cfg, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_two_classifier_workload_end_to_end(smoke_cfg):
-    """prepare -> classifier -> colour classifier (warm start) -> gemel; the merged workload loads back tied."""
-    from repshare.data.prepare import prepare
+    """prepare (with a select split) -> classifier -> colour classifier (warm start) -> gemel: decisions on the
+    select split, a control row, measurements marked not interpretable (smoke models are at chance), the merged
+    workload loads back tied, and a rerun gives the same bytes."""
     from repshare.gemel.store import load_merged
     from repshare.stages import gemel, train_classifier_color
-    from repshare.training import train_classifier
+    from repshare.stages.prepare import run as prepare
+    from repshare.stages.train_classifier import run as train_classifier
 
     _workload(smoke_cfg, ["classifier", "classifier_color"])
     with open_dict(smoke_cfg):
         smoke_cfg.gemel.steps = 1
         smoke_cfg.gemel.max_iterations = 2
+        smoke_cfg.gemel.decision.n_boot = 200
+        smoke_cfg.data.n_select = 32
     prepare(smoke_cfg)
     train_classifier(smoke_cfg)
     color = train_classifier_color.run(smoke_cfg)
@@ -134,18 +141,26 @@ def test_two_classifier_workload_end_to_end(smoke_cfg):
     out = gemel.run(smoke_cfg)
     assert out["tried"] == 2
     folder = Path(smoke_cfg.paths.results_dir) / "gemel"
+    its = json.loads((folder / "iterations.json").read_text())
+    assert {d["images"] for d in its["decisions"]} == {32}  # the select split decided
     rows = read_rows(folder / "comparison_rows.json")
-    assert len(rows) == out["accepted"]
-    assert all(r.method == "gemel" and r.labels_used and r.bytes_saved > 0 for r in rows)
+    control = [r for r in rows if r.extra["control"]]
+    assert len(control) == (1 if out["accepted"] else 0) and all(r.bytes_saved == 0 for r in control)
+    assert all(r.method == "gemel" and r.labels_used for r in rows)
     for ext in ("png", "pdf"):
         assert (folder / "figures" / f"gemel_frames.{ext}").is_file()
     sec = read_section(folder / "section.json")
-    assert sec.method == "gemel" and len(sec.claims) == 2
+    assert sec.method == "gemel"
+    assert {"gemel.memory_saved_pct", "gemel.more_frames_pct"} <= set(sec.measurements)
+    assert all(not e.interpretable and "at chance" in e.note for e in sec.measurements.values())
     skeletons = {n: build_classifier(num_classes=8) for n in ("classifier", "classifier_color")}
     back = load_merged(folder / "merged", skeletons)
-    manifest = OmegaConf.to_container(OmegaConf.load(folder / "merged" / "manifest.json"))
+    manifest = json.loads((folder / "merged" / "manifest.json").read_text())
     for layer in manifest["shared_layers"]:
         (m1, p1), (m2, p2) = layer["members"].items()
         assert back[m1].get_submodule(p1).weight is back[m2].get_submodule(p2).weight
-    its = OmegaConf.to_container(OmegaConf.load(folder / "iterations.json"))["iterations"]
-    assert len(manifest["shared_layers"]) == sum(it["layers"] for it in its if it["accepted"])
+    assert len(manifest["shared_layers"]) == sum(it["layers"] for it in its["iterations"] if it["accepted"])
+    first = {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    gemel.run(smoke_cfg)
+    again = {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    assert first.keys() == again.keys() and [k for k in first if first[k] != again[k]] == []

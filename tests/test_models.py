@@ -6,15 +6,16 @@ import pytest
 import torch
 from omegaconf import open_dict
 
-from repshare.data.prepare import prepare
+from repshare.stages.prepare import run as prepare
 from repshare.features.stages import stage_modules
 from repshare.models.checkpoint import load_into, save_model
 from repshare.models.classifier import build_classifier
 from repshare.models.detector import build_detector, init_backbone_from_classifier, to_effdet_target
 from repshare.models.load import load_classifier
 from repshare.models.preprocess import Preprocess
-from repshare.training import train_classifier, train_detector
-from repshare.training.train import state_dir
+from repshare.stages.train_classifier import run as train_classifier
+from repshare.stages.train_detector import run as train_detector
+from repshare.training.resume import state_dir
 
 
 @pytest.fixture

@@ -158,3 +158,31 @@ def test_few_shot_fraction():
     for bad in (0.0, 1.5, -0.2):
         with pytest.raises(ValueError, match=f"few-shot fraction {bad}"):
             check_kd(0.5, 1.0, 1.0, bad)
+
+
+def test_kd_retrains_the_fc_part_only_and_the_control_is_the_same_training():
+    """recover_seeds: the conv part keeps its weights; merged and unmerged copies see the same subsets;
+    the unmerged branch (the control) has no shared weights to hold."""
+    from repshare.multiexit.features import FeatureCache
+    from repshare.multiexit.study import FewShot, KDSettings, Sets, recover_seeds
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((60, 3, 4, 4)).astype(np.float32)
+    y = (x[:, 0].mean((1, 2)) > 0).astype(np.int64)
+    cache = FeatureCache({1: x}, np.eye(2, dtype=np.float32)[y] * 3, y)
+    torch.manual_seed(0)
+    b = Branch(BranchSpec(1, "dw", 3, 1, (8,), 2), (3, 4, 4), 2)
+    merged, _ = self_merge(b, 0.5)
+    kd = KDSettings(0.5, 1.0, 1.0, 0.5, False, 2.0, 8, 1e-2)
+    sets, pool = Sets(cache, cache, [1]), FewShot(cache, np.arange(40))
+    rec = recover_seeds(merged, pool, sets, kd, [0, 1], splits=("select", "val"))
+    ctl = recover_seeds(b, pool, sets, kd, [0, 1])
+    for name, p in rec.first.conv.named_parameters():
+        assert torch.equal(p, dict(merged.conv.named_parameters())[name])  # conv untouched
+    assert not torch.equal(rec.first.fc[1].weight, merged.fc[1].weight)  # the FC part trained
+    assert rec.images_seen == ctl.images_seen > 0 and ctl.shared_l1 == [0.0, 0.0]
+    assert len(rec.correct["select"]) == 2 and set(ctl.correct) == {"val"}
+    # a seed subset of a recovery over more seeds is the same as running those seeds
+    one = recover_seeds(b, pool, sets, kd, [1])
+    assert np.array_equal(ctl.pick([0, 1], [1]).mean_correct("val"), one.mean_correct("val"))
+    assert ctl.pick([0, 1], [2]) is None

@@ -354,9 +354,9 @@ def test_spinn_exits_equal_flop_divisions():
 
 
 def test_baseline_specs():
-    from repshare.multiexit.baselines import BaselineConfig, baseline_specs
+    from repshare.multiexit.baselines import BaselineSettings, baseline_specs
 
-    cfg = BaselineConfig()
+    cfg = BaselineSettings()
     assert baseline_specs("single_exit", cfg) == []
     one = baseline_specs("one_fc", cfg)
     assert [s.exit for s in one] == [1, 2, 3, 4, 5, 6] and all(s.conv == "none" and s.fc_widths == () for s in one)
@@ -369,8 +369,8 @@ def test_baseline_specs():
 
 
 def test_baseline_conv_too_large_for_its_map_becomes_fc_only():
-    from repshare.multiexit.baselines import BaselineConfig, baseline_specs, fit_to_maps
+    from repshare.multiexit.baselines import BaselineSettings, baseline_specs, fit_to_maps
 
-    specs, notes = fit_to_maps(baseline_specs("spinn", BaselineConfig(), [3, 6]), {3: (40, 8, 8), 6: (192, 2, 2)})
+    specs, notes = fit_to_maps(baseline_specs("spinn", BaselineSettings(), [3, 6]), {3: (40, 8, 8), 6: (192, 2, 2)})
     assert [(s.exit, s.conv, s.n_conv) for s in specs] == [(3, "dws", 1), (6, "none", 0)]
     assert len(notes) == 1 and "2x2" in notes[0]

@@ -9,7 +9,8 @@ import torch
 
 from repshare.models.preprocess import Preprocess
 from repshare.multiexit.features import check_exits, extract_features, max_exit
-from repshare.multiexit.profile import count_flops, count_params, latency_to_exit
+from repshare.models.flops import count_flops
+from repshare.multiexit.profile import count_params, latency_to_exit
 from repshare.multiexit.survival import survival
 from repshare.multiexit.train import accuracy, predict, train_branch, train_branches
 from repshare.multiexit.zoo import Branch, BranchSpec, zoo_specs

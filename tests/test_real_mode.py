@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from repshare.config import compose
-from repshare.data.prepare import prepare
+from repshare.stages.prepare import run as prepare
 from repshare.data.shards import load_split, prepared_dir
 from repshare.models.checkpoint import save_model
 from repshare.models.classifier import build_classifier

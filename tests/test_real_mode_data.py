@@ -13,7 +13,7 @@ from torch import nn
 
 from repshare.data.coco import CocoSource
 from repshare.data.imagenet import ImageNetSource, ilsvrc2012_synsets
-from repshare.data.prepare import prepare
+from repshare.stages.prepare import run as prepare
 from repshare.data.shards import load_split, prepared_dir
 from repshare.models.detector import to_effdet_target
 from repshare.models.preprocess import Preprocess

@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
 from repshare.config import ConfigError, compose, compose_raw, validate_config
-from repshare.data.prepare import prepare
+from repshare.stages.prepare import run as prepare
 from repshare.features.capture import capture_cka
 from repshare.features.stages import num_stages, run_from, run_stages, stage_modules, stage_names
 from repshare.models import load as load_mod

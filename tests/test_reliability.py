@@ -18,7 +18,7 @@ import yaml
 from omegaconf import OmegaConf, open_dict
 
 from repshare.config import ConfigError, compose, validate_config
-from repshare.data.prepare import prepare, run_record_path
+from repshare.stages.prepare import run as prepare, run_record_path
 from repshare.data.shards import load_split, prepared_dir
 from repshare.models.checkpoint import load_state_file
 from repshare.stage import describe_error, run_stage
@@ -225,7 +225,7 @@ def test_prepare_twice_gives_the_same_dvc_hash(smoke_cfg, monkeypatch):
             return real_time.time() + 3 * 3600
 
     monkeypatch.setattr(zipfile, "time", Later())
-    monkeypatch.setattr("repshare.data.prepare.time", Later())
+    monkeypatch.setattr("repshare.stages.prepare.time", Later())
     monkeypatch.setattr("repshare.utils.record.time", Later())
     prepare(smoke_cfg)
     assert _dvc_hash(prepared_dir(smoke_cfg)) == first

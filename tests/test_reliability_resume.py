@@ -9,11 +9,11 @@ import torch
 from omegaconf import open_dict
 from safetensors.torch import load_file
 
-from repshare.data.prepare import prepare
+from repshare.stages.prepare import run as prepare
 from repshare.models.classifier import ClassifierModule
 from repshare.stage import seed_everything
-from repshare.training import train as train_mod
-from repshare.training.train import train_classifier
+from repshare.training import resume as train_mod
+from repshare.stages.train_classifier import run as train_classifier
 
 EPOCHS = 3
 

@@ -12,11 +12,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from repshare.features.stages import run_from, run_stages
-from repshare.sharing import (LayeredNet, MergedClassifier, SkipAlignedMerge, align_inputs, crossing_positions,
-                              memory_saved_frac, model_bytes, model_params, offloaded_bytes, offloaded_params)
+from repshare.models.flops import count_flops, cumulative, stage_flops
 from repshare.sharing.adapter import RESIZE_METHODS, Adapter, channel_index, resize
-from repshare.sharing.evaluate import (count_flops, cumulative_stage_flops, evaluate_all_pairs, evaluate_baseline,
-                                       evaluate_pair, stage_flops)
+from repshare.sharing.evaluate import evaluate_all_pairs, evaluate_baseline, evaluate_pair
+from repshare.sharing.memory import memory_saved_frac, model_bytes, model_params, offloaded_bytes, offloaded_params
+from repshare.sharing.merged import (LayeredNet, MergedClassifier, SkipAlignedMerge, align_inputs,
+                                     crossing_positions)
 
 torch.set_num_threads(1)
 
@@ -255,13 +256,16 @@ def test_memory_counts_tied_weights_once():
 
 # --------------------------------------------------------------------------- FLOPs
 def test_flops_closed_form():
-    clf = ToyNet()
+    clf = ToyNet().eval()
     x = torch.zeros(1, 3, 10, 10)
     flops = stage_flops(clf, x)
     # conv: 2 * Cout * Cin * k*k * Hout * Wout (multiply-adds counted as 2)
     assert flops == [2 * 4 * 3 * 9 * 8 * 8, 2 * 6 * 4 * 8 * 8, 2 * 8 * 6 * 8 * 8]
-    assert cumulative_stage_flops(clf, torch.zeros(4, 3, 10, 10)) == [flops[0], flops[0] + flops[1], sum(flops)]
+    assert cumulative(stage_flops(clf, torch.zeros(4, 3, 10, 10))) == [flops[0], flops[0] + flops[1], sum(flops)]
     assert count_flops(nn.Linear(10, 3), torch.zeros(2, 10)) == 2 * 2 * 10 * 3
+    # the stem wrapper stage_flops builds is a fresh (training-mode) Sequential around eval-mode layers: counting
+    # must leave the layers in eval mode, or the BatchNorm would update its statistics on the next images
+    assert not any(m.training for m in clf.modules())
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -318,7 +322,7 @@ def test_run_evaluate_merged_writes_results(smoke_cfg, monkeypatch, effnet, back
     import numpy as np
     from omegaconf import open_dict
 
-    from repshare.sharing.evaluate import run_evaluate_merged
+    from repshare.stages.evaluate_merged import run as run_evaluate_merged
 
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (10, 40, 40, 3), dtype=np.uint8)
@@ -366,4 +370,11 @@ def test_run_evaluate_merged_writes_results(smoke_cfg, monkeypatch, effnet, back
     assert flops == sorted(flops) and flops[0] == 2 * 32 * 3 * 9 * 16 * 16  # stem conv, 3x3 stride 2 at 32 px
     assert row[(0, 0)]["flops_shared"] == 2 * 32 * 3 * 9 * 32 * 32  # detector stem at 64 px
     assert (out / "pairs.csv").read_text().count("\n") == 65
-    assert (out / "evaluate_merged_run.json").is_file()
+    assert (Path(smoke_cfg.paths.results_dir) / "metrics" / "evaluate_merged_run.json").is_file()
+    assert not (out / "evaluate_merged_run.json").exists()  # durations stay out of the DVC output
+    import numpy as np  # noqa: F811
+    hits = np.load(out / "correct.npy", allow_pickle=False)
+    merges = json.loads((out / "merges.json").read_text())["merges"]
+    assert hits.shape == (64, 6)
+    for k, m in enumerate(merges):  # per-image hits add up to each merge's accuracy
+        assert hits[k].mean() == pytest.approx(m["acc"])

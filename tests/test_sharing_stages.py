@@ -11,12 +11,13 @@ import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf, open_dict
+from safetensors.torch import save_file
 from torch import nn
 
 from repshare.comparison import read_rows, read_section
 from repshare.config import ConfigError, validate_config
 from repshare.sharing.evaluate import evaluate_all_pairs
-from repshare.utils.io import write_json
+from repshare.utils.io import atomic_dir, write_json
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_adapters import Pre, Toy  # noqa: E402
@@ -36,7 +37,7 @@ def install_fakes(monkeypatch, train_labels: np.ndarray | None = None):
     shards = types.ModuleType("repshare.data.shards")
     shards.load_split = lambda root, split, verify=True, lazy=False: types.SimpleNamespace(
         images=val if split == "val" else train, labels=val_labels if split == "val" else tl)
-    shards.read_manifest = lambda root: {"splits": {"val": {}, "train": {}}}
+    shards.read_manifest = lambda root: {"splits": {"val": {}, "train": {}, "select": {}}}
     load = types.ModuleType("repshare.models.load")
     load.load_classifier = lambda cfg: (cls, Pre(16))
     load.load_detector = lambda cfg: (det, Pre(24))
@@ -59,6 +60,9 @@ def configure(cfg):
     results = Path(cfg.paths.results_dir)
     write_json(results / "metrics" / "classifier.json", {"top1": 0.5})
     write_json(results / "metrics" / "detector.json", {"map": 0.1})
+    for name in ("classifier", "detector", "classifier_color"):  # the workload's weight bytes (denominator)
+        (results / "models" / name).mkdir(parents=True, exist_ok=True)
+        save_file({"w": torch.zeros(5000)}, str(results / "models" / name / "model.safetensors"))
     return cfg
 
 
@@ -108,14 +112,18 @@ def test_pipeline_writes_every_protocol_and_adapter(smoke_cfg, monkeypatch):
     assert {r.labels_used for r in rows if r.extra["adapter"] == "supervised"} == {True}
     assert not any(r.labels_used for r in rows if r.extra["adapter"] != "supervised")
     sec = read_section(out / "section.json")
-    assert sec.method == "cka_sharing" and len(sec.claims) == 5
-    assert [c.paper for c in sec.claims][:2] == ["|r| = 0.94", "|r| = 0.99"]
+    assert sec.method == "cka_sharing" and {"cka.abs_r_same", "cka.gap_flops_same", "cka.s_prime"} <= set(sec.measurements)
+    hits = np.load(results / "sharing" / "correct.npy")
+    assert hits.shape == (len(merges["merges"]), 20)
+    for k, m in enumerate(merges["merges"]):  # each merge's per-image hits give its accuracy, on its own n images
+        assert (hits[k, : m["n"]] >= 0).all() and hits[k, : m["n"]].mean() == pytest.approx(m["acc"])
+        assert (hits[k, m["n"]:] == -1).all()
     for f in sec.figures:
         assert (out / f.path).stat().st_size > 1000, f.path
     assert not (results / "report").exists()  # the dashboard is someone else's: no HTML here
     regret = [t for t in sec.tables if t.title.startswith("Sharing-point search")][0]
     assert {r["predictor"] for r in regret.rows} >= {"cka", "agreement", "params", "size", "flops"}
-    for key in ("r_same_S", "per_model/resample/r_S_same", "shared/regret/agreement", "per_model/best_label_free"):
+    for key in ("r_same_S", "cka.abs_r_same", "shared/regret/agreement", "per_model/best_label_free"):
         assert key in metrics, key
     assert (results / "plots" / "regret.csv").is_file()
 
@@ -123,8 +131,9 @@ def test_pipeline_writes_every_protocol_and_adapter(smoke_cfg, monkeypatch):
 def fake_cka(results: Path, protocols=("per_model",)) -> None:
     """CKA files for the trained adapters' pair choice (3 x 3 stages), without running the cka stage."""
     S = [[0.9, 0.5, 0.2], [0.4, 0.8, 0.6], [0.1, 0.3, 0.7]]
-    for p in protocols:
-        write_json(results / "cka" / p / "cka.json", {"cross_stage": S, "protocol": p})
+    with atomic_dir(results / "cka", stage="cka") as tmp:  # with its checksums, as the cka stage writes it
+        for p in protocols:
+            write_json(tmp / p / "cka.json", {"cross_stage": S, "protocol": p})
 
 
 def test_label_free_adapters_never_read_calibration_labels(smoke_cfg, tmp_path, monkeypatch):
@@ -163,7 +172,7 @@ def test_bad_inputs_are_named_and_earlier_results_stay(smoke_cfg, monkeypatch):
     fake_cka(Path(cfg.paths.results_dir), ("per_model", "shared"))
     with open_dict(cfg):
         cfg.sharing.n_calibration = 25
-    with pytest.raises(ValueError, match="sharing.n_calibration=25 but split 'train' has only 24"):
+    with pytest.raises(ValueError, match="sharing.n_calibration=25 but split 'select' has only 24"):
         evaluate_merged.run(cfg)
     assert json.loads(earlier.read_text()) == {"earlier": True}
     for key, value, match in (("capture.protocols", ["per_model", "same"], "capture.protocols='same'"),

@@ -4,16 +4,19 @@ Full-data estimators follow Kornblith et al. 2019 (and their reference notebook)
 grams, biased (HSIC_0) or debiased (unbiased-centred) CKA. ``MinibatchCKA`` is the streaming
 estimator of Nguyen et al. 2021: per minibatch it adds the unbiased HSIC_1 (Song et al. 2012) of
 every pair of representations, and CKA = sum HSIC(K, L) / sqrt(sum HSIC(K, K) * sum HSIC(L, L)).
-Memory depends only on the batch size, never on the total number of examples.
+Memory depends only on the batch size, never on the total number of examples. ``FullSetCKA`` is
+Cao et al.'s Eq. 1 in a streamed pass: HSIC_0 of the n x n grams of the whole set, built from
+features spilled to disk batch by batch.
 
 Every function accepts numpy arrays or torch tensors shaped (n, ...) and flattens them to (n, d).
-Sums are accumulated in float64.
+Sums are accumulated in float64 (FullSetCKA: float32 products of centred feature blocks, summed in float64).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 
@@ -334,3 +337,136 @@ class MinibatchCKA:
         if self.hsic_xy is None:
             raise ValueError("MinibatchCKA.compute() called before any update()")
         return self.hsic_xy / torch.sqrt(torch.outer(self.hsic_xx, self.hsic_yy))
+
+
+# --------------------------------------------------------------------------- full-set CKA (paper Eq. 1)
+class FullSetCKA:
+    """CKA of every x-representation against every y-representation on the WHOLE set (paper Eq. 1).
+
+    HSIC_0 (biased, Gretton et al. 2005) of the n x n gram matrices of all n examples, as Cao et al.
+    define it; ``debiased=True`` uses the unbiased centring of Kornblith's notebook instead.
+
+    The n x n gram of a representation needs the features of every pair of examples, so a streamed
+    pass cannot form it batch by batch. ``add`` therefore appends each batch's flattened features
+    (``feature_dtype``, float32 by default) to one memory-mapped file per representation in
+    ``spill_dir`` (a temporary folder) and accumulates their column sums in float64: the process
+    holds one batch, never the features of all examples. ``compute`` then builds each centred gram
+    (Xc Xc^T) from column blocks of the file -- n x ``block_bytes`` of features at a time -- and
+    takes every pair's alignment from the centred grams in ``dtype``. Memory: the grams,
+    (n_x + n_y) x n^2 x 8 bytes; disk: n x sum(d) x 4 bytes (:meth:`spill_bytes`).
+    """
+
+    def __init__(
+        self,
+        n: int,
+        names: tuple[Sequence[str], Sequence[str]],
+        kernel: str = "linear",
+        debiased: bool = False,
+        dtype: torch.dtype = torch.float64,
+        rbf_threshold: float = 0.5,
+        feature_dtype: torch.dtype = torch.float32,
+        spill_dir: str | None = None,
+        block_bytes: int = 64 << 20,
+    ):
+        import tempfile
+
+        if kernel not in ("linear", "rbf"):
+            raise ValueError(f"kernel must be 'linear' or 'rbf', got {kernel!r}")
+        if n < (4 if debiased else 2):
+            raise ValueError(f"full-set CKA needs n >= {4 if debiased else 2} examples, got n={n}")
+        self.names = (list(names[0]), list(names[1]))
+        if not self.names[0] or not self.names[1]:
+            raise ValueError("need at least one representation per side")
+        self.n_total, self.kernel, self.debiased, self.dtype = int(n), kernel, debiased, dtype
+        self.rbf_threshold, self.feature_dtype, self.block_bytes = rbf_threshold, feature_dtype, int(block_bytes)
+        self._tmp = tempfile.TemporaryDirectory(prefix="repshare-cka-", dir=spill_dir)
+        self._files: dict[str, tuple[str, int]] = {}
+        self._sums: dict[str, torch.Tensor] = {}
+        self._filled = {"x": 0, "y": 0}
+        self.n = 0
+
+    def add(self, side: str, feats: Sequence[torch.Tensor]) -> None:
+        """Append one batch of the ``side`` ('x' or 'y') representations, each (b, ...)."""
+        names = self.names[0] if side == "x" else self.names[1]
+        if len(feats) != len(names):
+            raise ValueError(f"expected {len(names)} {side}-representations ({names[0]}...), got {len(feats)}")
+        start = self._filled[side]
+        b = int(torch.as_tensor(feats[0]).shape[0])
+        if start + b > self.n_total:
+            raise ValueError(f"full-set CKA was sized for n={self.n_total} examples, got more")
+        for name, f in zip(names, feats):
+            f = torch.as_tensor(f).detach()
+            if f.shape[0] != b:
+                raise ValueError(f"{name}: batch has n={f.shape[0]} examples, expected n={b}")
+            flat = f.reshape(b, -1).to("cpu", self.feature_dtype).contiguous()
+            sums = flat.sum(0).double()  # a NaN/Inf anywhere shows in its column's sum: no extra pass over the batch
+            if not torch.isfinite(sums).all():
+                raise ValueError(f"{name}: activations contain NaN/Inf")
+            if name not in self._files:  # file path, features per example
+                self._files[name] = (f"{self._tmp.name}/{side}{len(self._files)}.f", flat.shape[1])
+                self._sums[name] = torch.zeros(flat.shape[1], dtype=torch.float64)
+                self._check_disk()
+            path, width = self._files[name]
+            if flat.shape[1] != width:
+                raise ValueError(f"{name}: {flat.shape[1]} features per example, earlier batches had {width}")
+            with open(path, "ab") as fh:  # appended, not mapped: the process never holds the file's pages
+                flat.numpy().tofile(fh)
+            self._sums[name] += sums  # the batch's column sums (float32 over <= a batch), summed in float64
+        self._filled[side] = start + b
+        self.n = min(self._filled.values())
+
+    def _check_disk(self) -> None:
+        import shutil
+
+        need, free = self.spill_bytes(), shutil.disk_usage(self._tmp.name).free
+        if need > free:
+            raise ValueError(f"full-set CKA (cka.estimator=full_biased) needs {need / 2**30:.1f} GiB of temporary disk "
+                             f"for n={self.n_total} examples, {free / 2**30:.1f} GiB free in {self._tmp.name}: lower "
+                             "capture.n_samples or set cka.estimator=minibatch_unbiased")
+
+    def spill_bytes(self) -> int:
+        """Bytes of features written to the spill folder so far (sized for all n examples)."""
+        item = torch.empty(0, dtype=self.feature_dtype).element_size()
+        return sum(self.n_total * width * item for _, width in self._files.values())
+
+    def gram(self, name: str) -> torch.Tensor:
+        """Centred (n, n) gram of one representation, in ``dtype`` (linear or RBF kernel)."""
+        path, d = self._files[name]
+        n = self.n
+        np_dtype = torch.empty(0, dtype=self.feature_dtype).numpy().dtype
+        mean = (self._sums[name] / n).to(self.feature_dtype)
+        width = max(1, self.block_bytes // max(1, n * np_dtype.itemsize))
+        gram = torch.zeros(n, n, dtype=self.dtype)
+        for a in range(0, d, width):
+            view = np.memmap(path, dtype=np_dtype, mode="r", shape=(n, d))  # mapped per block, then released
+            block = torch.from_numpy(np.array(view[:, a:a + width])) - mean[a:a + width]
+            del view
+            gram += (block @ block.T).to(self.dtype)
+        if self.kernel == "rbf":
+            gram = _rbf_from_linear(gram, self.rbf_threshold)
+        return center_gram(gram, unbiased=self.debiased)
+
+    def compute(self) -> torch.Tensor:
+        """(n_x, n_y) CKA matrix: <Kc, Lc> / (||Kc|| ||Lc||) over all n examples."""
+        if self._filled["x"] != self._filled["y"] or self.n == 0:
+            raise ValueError(f"full-set CKA got {self._filled['x']} x-examples and {self._filled['y']} y-examples")
+        if self.n < (4 if self.debiased else 2):
+            raise ValueError(f"full-set CKA needs n >= {4 if self.debiased else 2} examples, got n={self.n}")
+        kx = torch.stack([self.gram(nm).reshape(-1) for nm in self.names[0]])
+        ky = torch.stack([self.gram(nm).reshape(-1) for nm in self.names[1]])
+        xy = kx @ ky.T
+        return xy / torch.outer(torch.linalg.norm(kx, dim=1), torch.linalg.norm(ky, dim=1))
+
+    def close(self) -> None:
+        """Delete the spill folder (also done when the object is garbage-collected)."""
+        self._files.clear()
+        self._tmp.cleanup()
+
+
+def _rbf_from_linear(dots: torch.Tensor, threshold: float) -> torch.Tensor:
+    """RBF gram from a (centred) linear gram: distances are unchanged by centring (Kornblith's bandwidth)."""
+    if threshold <= 0:
+        raise ValueError(f"rbf threshold must be > 0, got {threshold}")
+    sq = torch.diagonal(dots)
+    sq_dist = (sq[:, None] + sq[None, :] - 2 * dots).clamp_min(0)
+    return torch.exp(-sq_dist / (2 * threshold**2 * _median(sq_dist)))

@@ -1,16 +1,25 @@
-"""Which Hydra launchers a sweep may name, checked before Hydra starts.
+"""Which Hydra launchers a sweep may name (checked before Hydra starts), and how many CPU threads
+a sweep job may use (set when the job starts).
 
 Hydra's own message for an unknown launcher is a multi-line "Could not find" dump, and a launcher
 whose plugin is missing fails with a confusing error about the plugin's config node. This check
 turns both into one line naming the launcher and what to do (``repshare.sweep`` exits 2 on it).
+
+Threads: joblib's workers start with ``OMP_NUM_THREADS`` = their share of the cores, but submitit's
+jobs (local executor, and SLURM without a ``setup`` that exports it) start with torch's default of
+one thread per core *each*. Two such jobs on two cores ran 2x2 OpenMP threads that spin-wait for
+each other: the same smoke stages took 13-16x the wall time and 7x the CPU of the joblib sweep (measured,
+docs/sweeps.md). :func:`limit_job_threads` gives each job the CPUs its launcher allocated.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
-import warnings
-from collections.abc import Sequence
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from repshare.config import CONF_DIR, ConfigError
 
@@ -55,8 +64,42 @@ def check_launcher(argv: Sequence[str]) -> str | None:
     if name in ("slurm", "submitit_slurm") and shutil.which("srun") is None:
         raise ConfigError(f"hydra/launcher={name!r} needs SLURM (no srun on PATH): run the sweep on a cluster "
                           "login node, or use hydra/launcher=submitit_local to try the same path here")
-    if name == "submitit_local":
-        # Our conf/hydra/launcher/submitit_local.yaml shares its name with the plugin's schema node
-        # on purpose (it is validated against it); Hydra warns about that once per job.
-        warnings.filterwarnings("ignore", message=".*validated against ConfigStore schema.*")
     return name
+
+
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def job_threads(launcher: Mapping[str, Any] | None, environ: Mapping[str, str]) -> int | None:
+    """CPU threads for one sweep job; None = leave torch's default (a single run, Hydra's basic launcher).
+
+    In order: an ``OMP_NUM_THREADS`` already set (by the user, joblib, or a SLURM ``setup`` line);
+    SLURM's ``SLURM_CPUS_PER_TASK``; the launcher's ``cpus_per_task``; 1 for any other submitit job
+    (no allocation given: the local executor starts every job of the sweep at once).
+    """
+    for key, value in (("OMP_NUM_THREADS", environ.get("OMP_NUM_THREADS")),
+                       ("SLURM_CPUS_PER_TASK", environ.get("SLURM_CPUS_PER_TASK")),
+                       ("hydra.launcher.cpus_per_task", (launcher or {}).get("cpus_per_task"))):
+        if value not in (None, ""):
+            try:
+                n = int(value)
+            except (TypeError, ValueError):
+                raise ConfigError(f"{key}={value!r} must be a whole number of CPU threads") from None
+            if n < 1:
+                raise ConfigError(f"{key}={value!r} must be >= 1")
+            return n
+    return 1 if environ.get("SUBMITIT_EXECUTOR") else None
+
+
+def limit_job_threads(launcher: Mapping[str, Any] | None) -> int | None:
+    """Apply :func:`job_threads` to this process: the environment (read by torch and BLAS at import and
+    inherited by worker processes) and, if torch is already imported, torch itself. Returns the count."""
+    n = job_threads(launcher, os.environ)
+    if n is None:
+        return None
+    for var in THREAD_VARS:
+        if not os.environ.get(var):
+            os.environ[var] = str(n)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(n)
+    return n

@@ -39,8 +39,11 @@ def quiet_third_party() -> None:
 
 
 def load_params(path: str | Path = PARAMS_FILE, overrides: list[str] | None = None) -> DictConfig:
-    """Load a composed config file, apply dotlist overrides, validate it against the schema."""
+    """Load a composed config file (with limits: repshare.config_guard), apply dotlist overrides, refuse
+    resolvers and environment secrets in it, validate it against the schema."""
     import yaml
+
+    from repshare.config_guard import forbid_env_secrets, forbid_resolvers, read_params
 
     path = Path(path)
     if not path.is_file():
@@ -48,7 +51,7 @@ def load_params(path: str | Path = PARAMS_FILE, overrides: list[str] | None = No
             f"missing {path}: compose it with `python pipelines/compose.py [overrides]` or `dvc exp run`"
         )
     try:
-        cfg = OmegaConf.load(path)
+        cfg = read_params(path)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
@@ -62,7 +65,17 @@ def load_params(path: str | Path = PARAMS_FILE, overrides: list[str] | None = No
         if bad:
             raise ConfigError(f"argument {bad[0]!r} is not a key=value override")
         cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides))
-    return validate_config(cfg)
+    forbid_resolvers(cfg, str(path))  # before validate_config resolves them
+    forbid_env_secrets(cfg, source=str(path))  # `dvc exp run -S` resolved them before writing the file
+    cfg = validate_config(cfg)
+    check_seed(cfg.seed)
+    return cfg
+
+
+def check_seed(seed: int) -> None:
+    """numpy's own message for a seed out of range would not name the key."""
+    if not 0 <= int(seed) < 2**32:
+        raise ConfigError(f"config value seed={seed} is invalid: must be in [0, 2**32 - 1]")
 
 
 def seed_everything(seed: int) -> None:
@@ -70,6 +83,7 @@ def seed_everything(seed: int) -> None:
     Lightning: that import alone costs ~8 s of CPU in every stage that never trains."""
     import random
 
+    check_seed(seed)  # before the imports: a refused seed costs no torch import
     import numpy as np
     import torch
 
@@ -163,8 +177,10 @@ def _interrupted(name: str) -> None:
     sys.exit(130)
 
 
-def run_stage(fn: Callable[[DictConfig], object], argv: list[str] | None = None) -> None:
-    """Entry point body: ``python pipelines/<stage>.py [--params FILE] [key=value ...]``."""
+def run_stage(fn: Callable[[DictConfig], object], argv: list[str] | None = None, *, seed: bool = True) -> None:
+    """Entry point body: ``python pipelines/<stage>.py [--params FILE] [key=value ...]``.
+
+    ``seed=False`` for a stage that draws no random numbers (``validate``): seeding imports torch (seconds)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     quiet_third_party()
     args = list(sys.argv[1:] if argv is None else argv)
@@ -175,7 +191,8 @@ def run_stage(fn: Callable[[DictConfig], object], argv: list[str] | None = None)
     try:
         cfg = load_params(params, args)
         notice_wandb_upload(cfg)
-        seed_everything(cfg.seed)
+        if seed:
+            seed_everything(cfg.seed)
         start_stage_clock()
         fn(cfg)
     except KeyboardInterrupt:

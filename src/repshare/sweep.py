@@ -9,6 +9,11 @@ Each job validates its config, points ``paths.data_dir``, ``paths.results_dir`` 
 process, in order (imported lazily from "module:function" strings). The environment variable
 ``REPSHARE_SWEEP_STAGES`` (comma-separated "module:function" specs) replaces ``STAGES``, e.g. to
 re-run only the analysis on a finished sweep or to test the sweep wiring with stand-in stages.
+
+A job that fails (a bad value such as ``data.n_val=-3``, a missing input, a bug) records one line in
+``<job dir>/job_error.json`` and returns, so the other jobs run and keep their results; after the last
+job the sweep prints one line per failed job (its overrides and its error) and exits with status 2
+(``repshare.sweep_failures``). A single run (no ``-m``) prints the line and exits 2 at once.
 """
 
 from __future__ import annotations
@@ -16,33 +21,22 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from repshare.config import CONF_DIR, validate_config
+from repshare.config_guard import forbid_env_secrets, forbid_resolvers
+from repshare.stages import STAGES as ALL_STAGES, stage_spec
 
 log = logging.getLogger("repshare.sweep")
 
-STAGES: tuple[str, ...] = (
-    "repshare.data.prepare:prepare",
-    "repshare.training:train_classifier",
-    "repshare.training:train_detector",
-    "repshare.stages.train_classifier_color:run",
-    "repshare.features.capture:run_cka",
-    "repshare.sharing.evaluate:run_evaluate_merged",
-    "repshare.analysis:run_analyze",
-    "repshare.stages.concurrency:run",
-    "repshare.stages.gemel:run",
-    "repshare.stages.branches:run",  # MEEdge part 1
-    "repshare.stages.self_merge:run",
-    "repshare.stages.kd_recover:run",
-    "repshare.stages.placement:run",  # MEEdge part 2 (reads part 1's profiles and feature cache)
-    "repshare.stages.compare:run",  # last two: read every method's results
-    "repshare.stages.report:run",
-)
+# Every stage of dvc.yaml in order (repshare.stages.STAGES), but ``validate``: a sweep job validates its own
+# config before it starts (job_config).
+STAGES: tuple[str, ...] = tuple(stage_spec(n) for n in ALL_STAGES if n != "validate")
 
 
 def resolve_stage(spec: str | Callable) -> Callable[[DictConfig], object]:
@@ -63,7 +57,12 @@ def resolve_stage(spec: str | Callable) -> Callable[[DictConfig], object]:
 
 def job_config(cfg: DictConfig, job_dir: str | Path) -> DictConfig:
     """Validated copy of ``cfg`` whose data, results and W&B folders live under ``job_dir``."""
+    forbid_resolvers(cfg, "the sweep's config")  # before validate_config resolves an ${oc.env:...}
+    forbid_env_secrets(cfg, source="the sweep's config")
     cfg = validate_config(cfg)
+    from repshare.stage import check_seed
+
+    check_seed(cfg.seed)
     job_dir = Path(job_dir).resolve()
     with open_dict(cfg):
         cfg.paths.data_dir = str(job_dir / "data")
@@ -80,33 +79,71 @@ def stages_from_env(default: Sequence[str] = STAGES) -> tuple[str, ...]:
 def run_pipeline(cfg: DictConfig, stages: Sequence[str | Callable] = STAGES) -> None:
     """Seed, then run every stage function on ``cfg`` in order (resolved up front: a typo fails fast)."""
     from repshare.stage import quiet_third_party, seed_everything
-    from repshare.utils.runlog import start_stage_clock
+    from repshare.utils.runlog import job_run, start_stage_clock
 
     fns = [resolve_stage(s) for s in stages]
     quiet_third_party()
     seed_everything(int(cfg.seed))
-    for spec, fn in zip(stages, fns):
-        log.info("seed %s: stage %s", cfg.seed, spec if isinstance(spec, str) else fn.__name__)
-        start_stage_clock()
-        fn(cfg)
+    with job_run(cfg):  # one W&B run per job (when W&B is on), finished when the job ends
+        for spec, fn in zip(stages, fns):
+            log.info("seed %s: stage %s", cfg.seed, spec if isinstance(spec, str) else fn.__name__)
+            start_stage_clock()
+            fn(cfg)
+
+
+def job_error_line(err: Exception) -> tuple[str, bool]:
+    """(one line, whether it is a bug): the stage runner's line for an error a user can fix, else the bug's
+    type and first line."""
+    from repshare.stage import describe_error
+
+    line = describe_error(err)
+    if line is not None:
+        return line, False
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0] if text else ''} (unexpected; traceback in the job's log)", True
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
-def main(cfg: DictConfig) -> None:
+def main(cfg: DictConfig) -> dict[str, str] | None:
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
-    run_pipeline(job_config(cfg, HydraConfig.get().runtime.output_dir), stages_from_env())
+    from repshare.launchers import limit_job_threads
+    from repshare.sweep_failures import EXIT_FAILED_JOBS, clear_failure, record_failure
+
+    limit_job_threads(HydraConfig.get().launcher)  # submitit jobs: their CPU share, not one thread per core each
+    hc = HydraConfig.get()
+    job_dir = hc.runtime.output_dir
+    clear_failure(job_dir)
+    try:
+        run_pipeline(job_config(cfg, job_dir), stages_from_env())
+    except Exception as err:  # noqa: BLE001 - every job error becomes one line; Ctrl-C still stops the sweep
+        line, bug = job_error_line(err)
+        # Unresolved: an override such as report.title='${oc.env:X}' must not put X's value in the record.
+        overrides = [str(o) for o in OmegaConf.to_container(hc.overrides.task, resolve=False)]
+        record_failure(job_dir, hc.job.get("num"), overrides, line)
+        if hc.mode != RunMode.MULTIRUN:
+            if bug or os.environ.get("REPSHARE_TRACEBACK"):
+                raise  # a bug in a single run: its traceback, exit 1 (as a stage does)
+            print(f"error [repshare.sweep]: {line}", file=sys.stderr)
+            sys.exit(EXIT_FAILED_JOBS)
+        if bug:
+            log.exception("job %s: unexpected error (a bug)", hc.job.get("num"))
+        # Returning (not raising) lets the launcher finish the other jobs; FailureSummary reports this one.
+        log.error("job %s (%s) failed: %s", hc.job.get("num"), " ".join(overrides), line)
+        return {"error": line}
+    return None
 
 
 if __name__ == "__main__":
-    import sys
-
     from repshare.config import ConfigError
     from repshare.launchers import check_launcher
+    from repshare.sweep_failures import CALLBACK_OVERRIDE
 
     try:  # an unknown launcher or a missing plugin: one line, exit 2 (not Hydra's dump)
         check_launcher(sys.argv[1:])
     except ConfigError as err:
         print(f"error [repshare.sweep]: {err}", file=sys.stderr)
         sys.exit(2)
+    sys.argv.append(CALLBACK_OVERRIDE)  # the failed-jobs summary and exit status, in this (launching) process
     main()

@@ -36,16 +36,43 @@ def workload_models(workload_cfg) -> list[WorkloadModel]:
 
 
 def weight_bytes(weights_file: str | Path) -> int:
-    """Bytes of the floating-point parameters and buffers stored in a safetensors file."""
+    """Bytes of the parameters and buffers stored in a safetensors file (from its header: no tensor is read).
+
+    ValueError names the file when it is missing, truncated or not a safetensors file.
+    """
+    from safetensors import SafetensorError
+
     total = 0
-    with safe_open(str(weights_file), framework="pt") as f:
-        for key in f.keys():
-            t = f.get_slice(key)
-            n = 1
-            for s in t.get_shape():
-                n *= s
-            total += n * _dtype_bytes(t.get_dtype())
+    try:
+        with safe_open(str(weights_file), framework="pt") as f:
+            for key in f.keys():
+                t = f.get_slice(key)
+                n = 1
+                for s in t.get_shape():
+                    n *= s
+                total += n * _dtype_bytes(t.get_dtype())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"missing weight file {weights_file}") from None
+    except (SafetensorError, OSError, KeyError) as err:
+        raise ValueError(f"unreadable weight file {weights_file}: not a complete safetensors file "
+                         f"({str(err).splitlines()[0][:100] if str(err) else type(err).__name__})") from None
     return total
+
+
+def workload_bytes(results_dir: str | Path, models: list[WorkloadModel]) -> dict[str, int]:
+    """Weight bytes of each workload model, from ``<results_dir>/models/<name>/model.safetensors``.
+
+    The one denominator of every "% of the workload's weight bytes": every model must have its file
+    (FileNotFoundError names the missing one and its stage); a method never counts a subset.
+    """
+    out = {}
+    for m in models:
+        f = Path(results_dir) / "models" / m.name / "model.safetensors"
+        if not f.is_file():
+            raise FileNotFoundError(f"no weights of workload model {m.name!r} at {f}: run its training stage "
+                                    f"(train_{m.name}) first")
+        out[m.name] = weight_bytes(f)
+    return out
 
 
 def _dtype_bytes(dtype: str) -> int:

@@ -2,9 +2,9 @@
 contract every method's stage hands to the dashboard."""
 
 from repshare.comparison.rows import ComparisonRow, read_rows, write_rows
-from repshare.comparison.section import Figure, PaperClaim, ReportSection, Table, read_section, write_section
+from repshare.comparison.section import Figure, ReportSection, Table, read_section, write_section
 
 __all__ = [
     "ComparisonRow", "read_rows", "write_rows",
-    "Figure", "PaperClaim", "ReportSection", "Table", "read_section", "write_section",
+    "Figure", "ReportSection", "Table", "read_section", "write_section",
 ]

@@ -1,7 +1,8 @@
 """Every method side by side on one workload: merge the rows, fill untouched models, the Pareto front.
 
-Pure functions over :class:`ComparisonRow` lists and plain values (the ``compare`` stage does the
-file reading). Definitions used throughout:
+Pure functions over :class:`ComparisonRow` lists and plain values, and the loaders that read and
+verify every method's files (a bad file becomes a :class:`MethodProblem` naming the file and field;
+the stage decides whether problems stop it). Definitions used throughout:
 
 - **accuracy kept** of a row = the *smallest* accuracy_rel over all the workload's models (a model
   the setting does not touch keeps 1.0): the box is only as good as its most damaged model. The
@@ -19,12 +20,16 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from repshare.comparison.rows import ComparisonRow, RowsError, read_rows
-from repshare.comparison.section import ReportSection
+from repshare.comparison.jsonfile import read_strict_json
+from repshare.comparison.rows import IDENTIFIER, ComparisonRow, RowsError, read_rows
+from repshare.comparison.section import ReportSection, SectionError, read_section
 
 KEPT_MODES = ("min", "mean")
 # The workload's metric name -> its key in results/metrics/<model>.json (written by training).
 METRIC_KEYS = {"top1": "top1", "top5": "top5", "mAP": "map", "mAP50": "map_50", "mAE": "mae"}
+# results/<folder> -> the stage that writes it (named in "rerun the ... stage" messages).
+WRITERS = {"cka_sharing": "analyze", "gemel": "gemel", "multiexit": "kd_recover", "placement": "placement",
+           "concurrency": "concurrency"}
 
 
 @dataclass
@@ -56,17 +61,48 @@ def load_method_rows(results_dir: str | Path, folders: Mapping[str, str]) -> tup
     rows: list[ComparisonRow] = []
     problems: list[MethodProblem] = []
     for method, folder in folders.items():
+        if not (IDENTIFIER.match(method) and IDENTIFIER.match(folder)):
+            problems.append(MethodProblem(method, folder, f"method {method!r} / folder {folder!r} is not an identifier"))
+            continue
         path = Path(results_dir) / folder / "comparison_rows.json"
         try:
-            got = read_rows(path)
+            got = read_rows(path, WRITERS.get(folder, folder))
             for k, r in enumerate(got):
                 if r.method != method:
                     raise RowsError(f"{path} row {k}: field 'method' is {r.method!r}, expected {method!r}")
-        except RowsError as err:
+        except ValueError as err:  # RowsError and ArtifactError
             problems.append(MethodProblem(method, str(path), str(err)))
             continue
         rows.extend(got)
     return rows, problems
+
+
+def method_folders(methods: Mapping[str, str], sections_only: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    """(methods with rows, every method with a section) -> folder under results/ (compare.methods,
+    compare.sections_only)."""
+    rows = {str(k): str(v) for k, v in methods.items()}
+    return rows, {**rows, **{str(k): str(v) for k, v in sections_only.items()}}
+
+
+def read_unmerged(results_dir: str | Path, models: Sequence[tuple[str, str]]) -> tuple[dict[str, float], list[MethodProblem]]:
+    """Each workload model's unmerged accuracy from ``results/metrics/<name>.json`` (``models``: (name, metric)).
+
+    Those metrics files are DVC metrics (no checksums.json: training writes them beside its run
+    records); their values are checked instead (a finite fraction). A name that is not an identifier is
+    never turned into a path."""
+    docs, files = {}, {}
+    for name, _ in models:
+        if not IDENTIFIER.match(name):
+            continue  # unmerged_accuracy reports it; no path is built from it
+        path = Path(results_dir) / "metrics" / f"{name}.json"
+        files[name] = str(path)
+        if not path.is_file():
+            continue  # unmerged_accuracy reports the missing file
+        try:
+            docs[name] = read_strict_json(path)
+        except ValueError as err:
+            docs[name], files[name] = {}, f"{path} ({err})"
+    return unmerged_accuracy(docs, dict(models), files)
 
 
 def unmerged_accuracy(metrics_docs: Mapping[str, Mapping[str, Any]], metric_of: Mapping[str, str],
@@ -80,15 +116,23 @@ def unmerged_accuracy(metrics_docs: Mapping[str, Mapping[str, Any]], metric_of: 
     problems: list[MethodProblem] = []
     for model, metric in metric_of.items():
         where = (files or {}).get(model, f"results/metrics/{model}.json")
+        if not IDENTIFIER.match(str(model)):
+            problems.append(MethodProblem("workload", str(model), f"workload model name {model!r} is not an identifier "
+                                                                   "(letters, digits, _ and -): no file is read for it"))
+            continue
+        if metric not in METRIC_KEYS:
+            problems.append(MethodProblem("workload", where, f"workload model {model!r}: unknown metric {metric!r} "
+                                                             f"(one of {', '.join(METRIC_KEYS)})"))
+            continue
         doc = metrics_docs.get(model)
         if doc is None:
             problems.append(MethodProblem("workload", where, f"missing file {where} (unmerged accuracy of {model!r})"))
             continue
-        key = METRIC_KEYS.get(metric, metric.lower())
-        v = doc.get(key)
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        key = METRIC_KEYS[metric]
+        v = doc.get(key) if isinstance(doc, Mapping) else None
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not 0 <= v <= 1:
             problems.append(MethodProblem("workload", where, f"{where}: field {key!r} ({metric} of {model!r}) "
-                                                              f"must be a finite number, got {v!r}"))
+                                                              f"must be a finite number in [0, 1], got {v!r}"))
             continue
         out[model] = float(v)
     return out, problems
@@ -198,7 +242,7 @@ def comparison_table(comp: Comparison, names: Mapping[str, str] | None = None,
     names = names or {}
     cols = ["Method", "Setting", "Labels", "Memory saved (MB)", "Memory saved (%)", "Accuracy kept (worst model)"]
     cols += [f"{m} accuracy" for m in comp.models]
-    cols += ["Retraining (s)", "Retraining images", "Extra MFLOPs / image", "Pareto front"]
+    cols += ["Retraining (s, cost model)", "Retraining images", "Extra MFLOPs / image", "Pareto front"]
     chosen = range(len(comp.rows)) if only is None else only
     order = sorted(chosen, key=lambda k: (not comp.rows[k]["on_front"], -comp.rows[k]["bytes_saved_pct"]))
     out = []
@@ -211,7 +255,9 @@ def comparison_table(comp: Comparison, names: Mapping[str, str] | None = None,
             "Memory saved (MB)": round(r["bytes_saved"] / 1e6, 3),
             "Memory saved (%)": round(r["bytes_saved_pct"], 2),
             "Accuracy kept (worst model)": _round(r["accuracy_kept"], 4),
-            "Retraining (s)": round(r["retrain_seconds"], 1),
+            # 0 modelled seconds beside retraining images: the method models no time (shown as "-", not 0)
+            "Retraining (s, cost model)": (round(r["retrain_seconds"], 1)
+                                           if r["retrain_seconds"] > 0 or not r["retrain_images"] else None),
             "Retraining images": int(r["retrain_images"]),
             "Extra MFLOPs / image": round(r["extra_flops_per_image"] / 1e6, 3),
             "Pareto front": "all + label-free" if r["on_label_free_front"] and r["on_front"]
@@ -228,57 +274,20 @@ def _round(v: float, nd: int) -> float | None:
 
 
 # --------------------------------------------------------------------------- sections
-class SectionError(ValueError):
-    """A section.json is missing or malformed; names the file and the field."""
-
-
-def _need(ok: bool, path: Path, field_name: str, got: Any, want: str) -> None:
-    if not ok:
-        raise SectionError(f"{path}: field {field_name!r} must be {want}, got {got!r}"[:400])
-
-
-def check_section(section: ReportSection, path: Path, method: str) -> ReportSection:
-    """Type and value checks the dataclass cannot make (read_section only checks the keys)."""
-    from repshare.comparison.section import VERDICTS
-
-    _need(section.method == method, path, "method", section.method, f"{method!r} (the folder's method)")
-    for name in ("title", "summary"):
-        v = getattr(section, name)
-        _need(isinstance(v, str), path, name, v, "text")
-    for k, c in enumerate(section.claims):
-        for name in ("claim", "paper", "ours", "note"):
-            v = getattr(c, name)
-            _need(isinstance(v, str), path, f"claims[{k}].{name}", v, "text")
-        _need(c.verdict in VERDICTS, path, f"claims[{k}].verdict", c.verdict, "one of " + ", ".join(VERDICTS))
-    for k, t in enumerate(section.tables):
-        _need(isinstance(t.columns, list) and all(isinstance(c, str) for c in t.columns), path,
-              f"tables[{k}].columns", t.columns, "a list of column names")
-        _need(isinstance(t.rows, list), path, f"tables[{k}].rows", t.rows, "a list of rows")
-        for j, row in enumerate(t.rows):
-            _need(isinstance(row, dict), path, f"tables[{k}].rows[{j}]", row, "an object")
-            extra = [c for c in row if c not in t.columns]
-            _need(not extra, path, f"tables[{k}].rows[{j}].{extra[0] if extra else ''}", "",
-                  "one of the table's columns")
-    for k, f in enumerate(section.figures):
-        _need(isinstance(f.path, str) and f.path != "", path, f"figures[{k}].path", f.path, "a relative file path")
-        _need(not Path(f.path).is_absolute() and ".." not in Path(f.path).parts, path, f"figures[{k}].path",
-              f.path, "a path inside the section's folder")
-        _need(isinstance(f.caption, str), path, f"figures[{k}].caption", f.caption, "text")
-    _need(isinstance(section.notes, list) and all(isinstance(n, str) for n in section.notes), path, "notes",
-          section.notes, "a list of text")
-    return section
-
-
 def load_sections(results_dir: str | Path, folders: Mapping[str, str]) -> tuple[dict[str, ReportSection], list[MethodProblem]]:
-    """Read ``results/<folder>/section.json`` per method; a missing or bad one becomes a problem."""
-    from repshare.comparison.section import read_section
-
-    sections: dict = {}
+    """Read and verify ``results/<folder>/section.json`` per method; a missing or bad one becomes a problem."""
+    sections: dict[str, ReportSection] = {}
     problems: list[MethodProblem] = []
     for method, folder in folders.items():
+        if not (IDENTIFIER.match(method) and IDENTIFIER.match(folder)):
+            problems.append(MethodProblem(method, folder, f"method {method!r} / folder {folder!r} is not an identifier"))
+            continue
         path = Path(results_dir) / folder / "section.json"
         try:
-            sections[method] = check_section(read_section(path), path, method)
-        except (FileNotFoundError, ValueError) as err:  # SectionError is a ValueError
+            sec = read_section(path, WRITERS.get(folder, folder))
+            if sec.method != method:
+                raise SectionError(f"{path}: field 'method' is {sec.method!r}, expected {method!r} (the folder's method)")
+            sections[method] = sec
+        except (FileNotFoundError, ValueError) as err:  # SectionError and ArtifactError are ValueErrors
             problems.append(MethodProblem(method, str(path), str(err)))
     return sections, problems

@@ -1,8 +1,8 @@
 """The comparison figure: memory saved vs accuracy kept, one marker per method, the Pareto fronts.
 
 Filled markers = label-free settings, hollow = settings that needed labels. Solid step line = the
-front over every method; dashed = the front over label-free settings only. Same style as
-``repshare.analysis.figures`` (PNG + PDF, 150 dpi).
+front over every method; dashed = the front over label-free settings only. PNG + PDF at 150 dpi
+through :func:`repshare.utils.figures.save_figure` (no dates: same figure, same bytes).
 """
 
 from __future__ import annotations
@@ -18,7 +18,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
 from repshare.comparison.compare import Comparison  # noqa: E402
+from repshare.utils.figures import save_figure  # noqa: E402
 
+CAPTION = (
+    "Each marker is one setting of one method (filled: label-free; hollow: needed labels). Up and right "
+    "is better: more of the workload's weight bytes saved while the worst-affected model keeps more of its "
+    "unmerged accuracy. The solid staircase is the Pareto front over every method, the dashed one over "
+    "label-free settings only; the red line is the accuracy target.")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
 COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
 
@@ -75,12 +81,4 @@ def comparison_figure(comp: Comparison, out_stem: str | Path, names: Mapping[str
     ax.set_title("Memory saved vs accuracy kept, every method on one workload", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(handles=handles, fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
-    out_stem = Path(out_stem)
-    out_stem.parent.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for ext in ("png", "pdf"):
-        p = out_stem.with_name(f"{out_stem.name}.{ext}")
-        fig.savefig(p, dpi=150, bbox_inches="tight")
-        paths.append(p)
-    plt.close(fig)
-    return paths
+    return save_figure(fig, out_stem)  # no dates in the files: the same figure gives the same bytes

@@ -4,16 +4,28 @@ Every method's stage writes ``results/<method>/comparison_rows.json`` with :func
 comparison stage reads them all with :func:`read_rows`, which names the file and the field of a
 malformed row. Accuracy is each model's own task metric (top-1 for classifiers, COCO
 mAP@[.5:.95] for detectors, mAE for a multi-exit model), keyed by the workload's model name.
+
+The reader rejects what would put a wrong point on the Pareto front: a non-finite number anywhere,
+an accuracy outside [0, 1] (every metric above is a fraction), a relative accuracy below 0, and a
+``bytes_saved_pct`` outside [-100, 100] (negative = the setting costs memory, e.g. an adapter larger
+than the layers it removes; more than 100 % of the workload cannot be saved) or of the other sign
+than ``bytes_saved``. Method keys and model names are identifiers: they name pages, never paths.
+
+``retrain_seconds`` is *modelled* compute (a cost model: FLOPs / a configured rate), never a measured
+wall time, so the file is the same on every machine; 0 where a method models none. Measured
+durations live in the stages' ``*_run.json`` records.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from repshare.utils.io import read_json, write_json
+from repshare.comparison.jsonfile import read_strict_json
+from repshare.utils.io import write_json
 
 SCHEMA_VERSION = 1
 
@@ -28,7 +40,7 @@ class ComparisonRow:
     accuracy: dict[str, float]  # model name -> task metric after the method
     accuracy_rel: dict[str, float]  # model name -> accuracy / the model's unmerged accuracy
     labels_used: bool  # did any fitting or selection step read labels of the task?
-    retrain_seconds: float  # wall-clock retraining/fitting compute on the machine that ran it
+    retrain_seconds: float  # modelled retraining/fitting compute (cost model), never a measured duration
     retrain_images: int  # images seen by retraining/fitting (0 if none)
     extra_flops_per_image: float  # inference FLOPs added per image (negative = saved)
     metric: dict[str, str] = field(default_factory=dict)  # model name -> "top1" | "mAP" | "mAE"
@@ -36,6 +48,8 @@ class ComparisonRow:
 
 
 _NUMERIC = ("bytes_saved", "bytes_saved_pct", "retrain_seconds", "retrain_images", "extra_flops_per_image")
+METRICS = ("top1", "top5", "mAP", "mAP50", "mAE")  # every one a fraction in [0, 1]
+IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 
 
 class RowsError(ValueError):
@@ -54,15 +68,42 @@ def _check_row(row: dict, where: str) -> ComparisonRow:
         v = row[key]
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
             raise RowsError(f"{where}: field {key!r} must be a finite number, got {v!r}")
+    pct = row["bytes_saved_pct"]
+    if not -100.0 <= pct <= 100.0:
+        raise RowsError(f"{where}: field 'bytes_saved_pct' must be in [-100, 100] (% of the workload's weight bytes), "
+                        f"got {pct!r}")
+    if (row["bytes_saved"] > 0 > pct) or (row["bytes_saved"] < 0 < pct):
+        raise RowsError(f"{where}: field 'bytes_saved_pct' {pct!r} has the other sign than bytes_saved "
+                        f"{row['bytes_saved']!r}")
+    for key in ("retrain_seconds", "retrain_images"):
+        if row[key] < 0:
+            raise RowsError(f"{where}: field {key!r} must be >= 0, got {row[key]!r}")
+    if not isinstance(row["method"], str) or not IDENTIFIER.match(row["method"]):
+        raise RowsError(f"{where}: field 'method' must be an identifier, got {row['method']!r}")
+    if not isinstance(row["setting"], str):
+        raise RowsError(f"{where}: field 'setting' must be text, got {row['setting']!r}")
     if not isinstance(row["labels_used"], bool):
         raise RowsError(f"{where}: field 'labels_used' must be true or false, got {row['labels_used']!r}")
-    for key in ("accuracy", "accuracy_rel"):
+    for key, lo, hi in (("accuracy", 0.0, 1.0), ("accuracy_rel", 0.0, math.inf)):
         acc = row[key]
         if not isinstance(acc, dict) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
                                                  for v in acc.values()):
-            raise RowsError(f"{where}: field {key!r} must map model names to numbers, got {acc!r}")
-    if not isinstance(row["models"], list) or not row["models"]:
-        raise RowsError(f"{where}: field 'models' must be a non-empty list, got {row['models']!r}")
+            raise RowsError(f"{where}: field {key!r} must map model names to numbers, got {acc!r}"[:300])
+        for model, v in acc.items():
+            if not math.isfinite(v) or not lo <= v <= hi:
+                raise RowsError(f"{where}: field '{key}.{model}' must be a finite number in [{lo:g}, {hi:g}], got {v!r}")
+    models = row["models"]
+    if not isinstance(models, list) or not models:
+        raise RowsError(f"{where}: field 'models' must be a non-empty list, got {models!r}")
+    names = set(models) | set(row["accuracy"]) | set(row["accuracy_rel"]) | set(row.get("metric", {}))
+    bad = sorted((n for n in names if not isinstance(n, str) or not IDENTIFIER.match(n)), key=str)
+    if bad:
+        raise RowsError(f"{where}: model name {bad[0]!r} is not an identifier (letters, digits, _ and -)")
+    metric = row.get("metric", {})
+    if not isinstance(metric, dict) or any(m not in METRICS for m in metric.values()):
+        raise RowsError(f"{where}: field 'metric' must map model names to one of {', '.join(METRICS)}, got {metric!r}"[:300])
+    if not isinstance(row.get("extra", {}), dict):
+        raise RowsError(f"{where}: field 'extra' must be an object")
     return ComparisonRow(**row)
 
 
@@ -76,13 +117,15 @@ def write_rows(path: str | Path, method: str, rows: list[ComparisonRow]) -> Path
     return write_json(path, {"schema_version": SCHEMA_VERSION, "method": method, "rows": plain})
 
 
-def read_rows(path: str | Path) -> list[ComparisonRow]:
-    """Read and validate one method's rows; RowsError names the file and the bad field."""
+def read_rows(path: str | Path, stage_hint: str = "") -> list[ComparisonRow]:
+    """Read and validate one method's rows (verified against the folder's checksums.json when
+    ``stage_hint`` names the stage to rerun); RowsError names the file and the bad field."""
     path = Path(path)
-    try:
-        doc = read_json(path)
-    except (FileNotFoundError, ValueError) as err:
-        raise RowsError(str(err)) from None
+    if stage_hint:
+        from repshare.utils.artifacts import verify_file
+
+        verify_file(path, stage_hint)
+    doc = read_strict_json(path, RowsError)
     if not isinstance(doc, dict) or not isinstance(doc.get("rows"), list):
         raise RowsError(f"{path}: expected an object with a 'rows' list")
     if doc.get("schema_version") != SCHEMA_VERSION:

@@ -1,138 +1,165 @@
-"""A short verdict per paper, from the claims each method's section records beside our numbers.
+"""Apply the claim registry to what the method sections measured: a verdict per claim and per paper.
 
-Each method's stage judges its own claims (``PaperClaim.verdict``; :func:`judge_range` is the rule
-offered to them for a number against the paper's range). Here the claims of every section that
-belongs to one paper are combined into that paper's verdict:
-
-- no section or no tested claim -> ``not tested`` (with the reason);
-- every tested claim ``holds`` -> ``holds``; every tested claim ``does not`` -> ``does not``;
-- anything else -> ``partly``. Claims marked ``not tested`` are listed but do not vote.
+Every registered claim (:func:`repshare.comparison.registry.registry`) is judged by the one rule,
+:func:`repshare.claims.judge`, on the estimate of its quantity from the sections of its paper's
+methods; the paper's verdict is :func:`repshare.claims.paper_verdict` of its claims (primary ones
+vote; an untested or inconclusive primary claim prevents "holds"). When a seed study for this config
+is present (:mod:`repshare.comparison.study`), a claim is judged on the study's interval over seeds
+for its quantity, and its row says so (``intervals``: ``"seeds"``); otherwise on this run's interval
+(``"run"``: over images, pairs or graphs, as the section measured it). Sanity checks are listed per
+paper, apart: they never vote.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from repshare.comparison.section import VERDICTS, PaperClaim, ReportSection
-
-
-@dataclass(frozen=True)
-class Paper:
-    key: str
-    title: str
-    citation: str
-    methods: tuple[str, ...]  # section keys (ReportSection.method) that test this paper
-
-
-# The four papers of the README, and which method sections test each.
-PAPERS: tuple[Paper, ...] = (
-    Paper("cka", "Representation sharing guided by CKA", "Cao et al., MobiCom'24", ("cka_sharing",)),
-    Paper("gemel", "Gemel: layer merging across the workload", "Padmanabhan et al., NSDI'23", ("gemel",)),
-    Paper("meedge", "MEEdge: memory-elastic multi-exit networks", "MEEdge (no public code)",
-          ("meedge", "meedge_placement")),
-    Paper("concurrency", "Concurrency score of network architectures", "Hadidi et al., IEEE EDGE'23",
-          ("concurrency",)),
-)
+from repshare.claims import PAPER_VERDICTS, RULE, VERDICTS, Claim, Judgement, judge, paper_verdict
+from repshare.comparison.registry import PAPERS, Paper
+from repshare.comparison.section import ReportSection
+from repshare.stats import Estimate
 
 
 @dataclass
-class PaperVerdict:
+class PaperReport:
     paper: str
     title: str
     citation: str
-    verdict: str  # one of VERDICTS
-    counts: dict[str, int]
-    claims: list[dict[str, Any]] = field(default_factory=list)  # each PaperClaim + its method
-    reason: str = ""
+    methods: list[str]
+    verdict: str  # one of PAPER_VERDICTS
+    counts: dict[str, int]  # every claim, per verdict
+    primary_counts: dict[str, int]  # primary claims only (they decide the verdict)
+    claims: list[dict[str, Any]] = field(default_factory=list)  # claim rows (claim_row)
+    sanity: list[dict[str, Any]] = field(default_factory=list)  # {method, key, statement, passed, detail}
+    reason: str = ""  # why the verdict, in one sentence
 
 
-def combine(verdicts: Sequence[str]) -> str:
-    """One verdict from several (rule in the module docstring)."""
-    bad = [v for v in verdicts if v not in VERDICTS]
-    if bad:
-        raise ValueError(f"verdict {bad[0]!r} is not one of {', '.join(VERDICTS)}")
-    tested = [v for v in verdicts if v != "not tested"]
-    if not tested:
-        return "not tested"
-    if all(v == "holds" for v in tested):
-        return "holds"
-    if all(v == "does not" for v in tested):
-        return "does not"
-    return "partly"
+def claim_row(j: Judgement, intervals: str, run: Estimate | None, seeds: Estimate | None,
+              method: str, missing: str) -> dict[str, Any]:
+    """The per-claim table row: Judgement.row() plus which intervals judged it and both estimates."""
+    row = j.row()
+    if j.verdict == "not tested" and missing:
+        row["reason"] = f"{row['reason']} ({missing})"
+    row.update({
+        "intervals": intervals,  # "run" (this run's items) | "seeds" (the seed study)
+        "method": method,  # the section that measured the quantity ("" if none)
+        "ours_run": "not measured" if run is None else run.text(unit=j.claim.unit),
+        "ours_seeds": "" if seeds is None else seeds.text(unit=j.claim.unit),
+        "estimate_run": None if run is None else run.to_dict(),
+        "estimate_seeds": None if seeds is None else seeds.to_dict(),
+    })
+    return row
 
 
-def paper_verdicts(sections: Mapping[str, ReportSection], missing: Mapping[str, str] | None = None,
-                   papers: Sequence[Paper] = PAPERS) -> list[PaperVerdict]:
-    """Per paper: its claims from every section that tests it, and the combined verdict.
+def _usable(e: Estimate | None) -> bool:
+    return e is not None and math.isfinite(e.value)
 
-    ``sections``: method key -> its section (absent = not run / unreadable); ``missing``: method key ->
-    why its section is absent (shown as the reason when nothing was tested).
+
+def _verb(k: int, one: str, many: str) -> str:
+    return one if k == 1 else many
+
+
+def paper_reason(verdict: str, judgements: Sequence[Judgement]) -> str:
+    primary = [j for j in judgements if j.claim.primary]
+    if not primary:
+        return "the registry holds no primary claim for this paper"
+    n = len(primary)
+    held = sum(j.verdict == "holds" for j in primary)
+    failed = sum(j.verdict == "does not" for j in primary)
+    open_ = n - held - failed
+    if verdict == "holds":
+        return f"all {n} primary claims hold"
+    if verdict == "partly":
+        return (f"of {n} primary claims, {held} {_verb(held, 'holds', 'hold')} and {failed} "
+                f"{_verb(failed, 'does not', 'do not')}" + (f" ({open_} open)" if open_ else ""))
+    if verdict == "does not":
+        return (f"{failed} of {n} primary claims {_verb(failed, 'does not', 'do not')} hold, none holds"
+                + (f" ({open_} open)" if open_ else ""))
+    if verdict == "not tested":
+        return f"none of the {n} primary claims was measured"
+    untested = sum(j.verdict == "not tested" for j in primary)
+    return (f"of {n} primary claims, {held} hold, {failed} do not, {n - held - failed - untested} inconclusive, "
+            f"{untested} not tested: not enough to decide")
+
+
+def judge_papers(claims: Sequence[Claim], sections: Mapping[str, ReportSection],
+                 missing: Mapping[str, str] | None = None, study_estimates: Mapping[str, Estimate] | None = None,
+                 papers: Sequence[Paper] = PAPERS, quantities: Collection[str] | None = None) -> tuple[list[PaperReport], list[tuple[str, str]]]:
+    """Per paper: every claim judged, the paper's verdict, its sanity checks.
+
+    ``sections``: method key -> section (absent = not run or unreadable); ``missing``: method key -> why
+    it is absent; ``study_estimates``: quantity -> Estimate over seeds (only when the study is for this
+    config); ``quantities``: every declared quantity key (default: those the claims name). Returns the
+    reports and ``(method, message)`` inconsistencies found on the way: a measured quantity that is not
+    declared, or one measured by two sections of one paper.
     """
     missing = dict(missing or {})
-    out = []
+    study = dict(study_estimates or {})
+    known = set(quantities) if quantities is not None else {c.quantity for c in claims}
+    issues: list[tuple[str, str]] = []
+    reports = []
     for p in papers:
-        claims: list[dict[str, Any]] = []
-        reasons = []
+        measured: dict[str, tuple[str, Estimate]] = {}
+        sanity: list[dict[str, Any]] = []
         for m in p.methods:
             sec = sections.get(m)
             if sec is None:
-                reasons.append(f"{m}: {missing.get(m, 'no section')}")
                 continue
-            claims += [{**asdict(c), "method": m} for c in sec.claims]
-            if not sec.claims:
-                reasons.append(f"{m}: the section states no claim")
-        verdicts = [c["verdict"] for c in claims]
-        counts = {v: verdicts.count(v) for v in VERDICTS}
-        verdict = combine(verdicts)
-        reason = "; ".join(reasons) if verdict == "not tested" or reasons else ""
-        out.append(PaperVerdict(p.key, p.title, p.citation, verdict, counts, claims, reason))
+            for q, e in sec.measurements.items():
+                if q in measured:
+                    issues.append((m, f"quantity {q!r} is measured by both {measured[q][0]} and {m}"))
+                    continue
+                measured[q] = (m, e)
+            sanity += [{"method": m, **c.to_dict()} for c in sec.sanity]
+        absent = "; ".join(f"{m}: {missing.get(m, 'no section')}" for m in p.methods if m not in sections)
+        rows, judgements = [], []
+        for c in (c for c in claims if c.paper == p.key):
+            method, run = measured.get(c.quantity, ("", None))
+            seeds = study.get(c.quantity)
+            use_seeds = _usable(seeds)
+            j = judge(c, seeds if use_seeds else run)
+            judgements.append(j)
+            rows.append(claim_row(j, "seeds" if use_seeds else "run", run, seeds if use_seeds else None, method,
+                                  f"missing section: {absent}" if absent else ""))
+        for q, (m, _) in measured.items():
+            if q not in known:
+                issues.append((m, f"measurement {q!r} is not a declared quantity (QUANTITIES of the claims modules)"))
+        verdict = paper_verdict(judgements)
+        counts = {v: sum(j.verdict == v for j in judgements) for v in VERDICTS}
+        primary = {v: sum(j.verdict == v for j in judgements if j.claim.primary) for v in VERDICTS}
+        reason = paper_reason(verdict, judgements) + (f"; {absent}" if absent else "")
+        reports.append(PaperReport(p.key, p.title, p.citation, list(p.methods), verdict, counts, primary, rows,
+                                   sanity, reason))
+    return reports, issues
+
+
+CSV_COLUMNS = ("key", "paper", "primary", "statement", "paper_value", "where", "subset", "quantity", "unit",
+               "ours", "intervals", "value", "lo", "hi", "n", "over", "ours_run", "ours_seeds", "difference",
+               "tolerance", "why_tolerance", "region_text", "verdict", "reason")
+
+
+def csv_rows(reports: Sequence[PaperReport]) -> list[dict[str, Any]]:
+    """One flat row per claim (results/comparison/claims.csv)."""
+    out = []
+    for r in reports:
+        for c in r.claims:
+            e = c["estimate"] or {}
+            flat = {**c, "value": e.get("value"), "lo": e.get("lo"), "hi": e.get("hi"), "n": e.get("n"),
+                    "over": e.get("over", "")}
+            out.append({k: ("" if flat.get(k) is None else flat.get(k)) for k in CSV_COLUMNS})
     return out
 
 
-def judge_range(ours: float, paper_low: float, paper_high: float, ci_low: float | None = None,
-                ci_high: float | None = None, null: float = 0.0) -> str:
-    """Our measurement (with its CI when there is one) against the paper's range [low, high].
-
-    ``holds``: the CI (or the point) overlaps the paper's range. ``partly``: it misses the range but
-    lies wholly on the paper's side of ``null`` (the no-effect value, e.g. 0 % saved, r = 0): the
-    effect is there, of another size. ``does not``: otherwise (no effect, or the opposite one).
-    ``not tested``: our value is missing or nan.
-    """
-    if ours is None or not math.isfinite(ours):
-        return "not tested"
-    lo, hi = min(paper_low, paper_high), max(paper_low, paper_high)
-    a = ours if ci_low is None or not math.isfinite(ci_low) else min(ci_low, ours)
-    b = ours if ci_high is None or not math.isfinite(ci_high) else max(ci_high, ours)
-    if a <= hi and b >= lo:
-        return "holds"
-    above = lo > null  # the paper's effect is above the no-effect value
-    if (above and a > null) or (not above and hi < null and b < null):
-        return "partly"
-    return "does not"
-
-
-def verdict_rows(verdicts: Sequence[PaperVerdict]) -> list[dict[str, Any]]:
-    """One readable row per paper for the overview's verdict table."""
-    rows = []
-    for v in verdicts:
-        tested = [c for c in v.claims if c["verdict"] != "not tested"]
-        rows.append({
-            "Paper": f"{v.title} ({v.citation})",
-            "Verdict": v.verdict,
-            "Claims (holds / partly / does not / not tested)":
-                " / ".join(str(v.counts.get(k, 0)) for k in VERDICTS),
-            "What the paper claims": "; ".join(f"{c['claim']} ({c['paper']})" for c in tested) or v.reason,
-            "What we measured": "; ".join(c["ours"] for c in tested) or "",
-        })
-    return rows
-
-
-def claim_from_range(claim: str, paper_text: str, ours_text: str, ours: float, paper_low: float,
-                     paper_high: float, ci_low: float | None = None, ci_high: float | None = None,
-                     null: float = 0.0, note: str = "") -> PaperClaim:
-    """A PaperClaim whose verdict is :func:`judge_range` (for method stages that want the rule)."""
-    return PaperClaim(claim=claim, paper=paper_text, ours=ours_text,
-                      verdict=judge_range(ours, paper_low, paper_high, ci_low, ci_high, null), note=note)
+def verdicts_doc(reports: Sequence[PaperReport], study_note: str) -> dict[str, Any]:
+    """results/comparison/verdicts.json: the paper verdicts, their counts, the rule and the intervals used."""
+    return {
+        "rule": RULE, "verdicts": list(PAPER_VERDICTS), "intervals": study_note,
+        "papers": [{"paper": r.paper, "title": r.title, "citation": r.citation, "methods": r.methods,
+                    "verdict": r.verdict, "reason": r.reason, "counts": r.counts, "primary_counts": r.primary_counts,
+                    "claims": [c["key"] for c in r.claims],
+                    "intervals": {k: sum(c["intervals"] == k for c in r.claims) for k in ("run", "seeds")},
+                    "sanity": r.sanity} for r in reports],
+    }

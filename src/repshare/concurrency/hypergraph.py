@@ -12,7 +12,11 @@ from dataclasses import dataclass
 
 import networkx as nx
 
+THREADS = 1  # Mt-KaHyPar's thread count, fixed: with the deterministic preset and a fixed seed the
+# partition then depends on nothing else (not on OMP_NUM_THREADS or the machine's cores; tested)
 _INIT = None
+_CONTEXT = None
+MAX_TOTAL = 2**30  # total vertex weight (and net cost) handed to Mt-KaHyPar: int32 with room for the sums
 
 
 @dataclass
@@ -31,14 +35,23 @@ def build_hypergraph(dag: nx.DiGraph, weight: str = "flops", cost: str = "bytes"
         for key in (weight, cost):
             if key not in dag.nodes[v]:
                 raise ValueError(f"vertex {v!r} has no {key!r} attribute")
-    weights = [max(1, int(dag.nodes[v][weight])) for v in vertices]  # the partitioner needs weights >= 1
-    nets, costs = [], []
+    weights = _fit([float(dag.nodes[v][weight]) for v in vertices])
+    nets, raw_costs = [], []
     for v in vertices:
         consumers = sorted(dag.successors(v), key=str)
         if consumers:
             nets.append([index[v]] + [index[u] for u in consumers])
-            costs.append(max(1, int(dag.nodes[v][cost])))
-    return Hypergraph(vertices, weights, nets, costs)
+            raw_costs.append(float(dag.nodes[v][cost]))
+    return Hypergraph(vertices, weights, nets, _fit(raw_costs))
+
+
+def _fit(values: list[float]) -> list[int]:
+    """Integers >= 1 (the partitioner's minimum) whose total fits its 32-bit weight type: values are scaled
+    down in proportion when their total exceeds MAX_TOTAL (ResNet-50's ~4 GFLOPs at 224 px overflow it);
+    smaller totals, every generated graph's, are kept exactly."""
+    total = sum(values)
+    scale = MAX_TOTAL / total if total > MAX_TOTAL else 1.0
+    return [max(1, int(v * scale)) for v in values]
 
 
 def _initializer():
@@ -46,8 +59,20 @@ def _initializer():
     if _INIT is None:
         import mtkahypar
 
-        _INIT = mtkahypar.initialize(1)  # one thread: deterministic and fair to the shared cores
+        _INIT = mtkahypar.initialize(THREADS)  # one thread: deterministic and fair to the shared cores
     return _INIT
+
+
+def _context():
+    """The deterministic preset's context, built once per process (2.5 of ~21 ms per partition call);
+    k and epsilon are set on it before every call, which gives the same partitions as a fresh one (tested)."""
+    global _CONTEXT
+    if _CONTEXT is None:
+        import mtkahypar
+
+        _CONTEXT = _initializer().context_from_preset(mtkahypar.PresetType.DETERMINISTIC)
+        _CONTEXT.logging = False
+    return _CONTEXT
 
 
 def check_partition_args(n_vertices: int, n_units: int, epsilon: float) -> None:
@@ -63,11 +88,9 @@ def _partitioned(hg: Hypergraph, n_units: int, epsilon: float, seed: int):
     import mtkahypar
 
     check_partition_args(len(hg.vertices), n_units, epsilon)
-    init = _initializer()
+    init, ctx = _initializer(), _context()
     mtkahypar.set_seed(int(seed))
-    ctx = init.context_from_preset(mtkahypar.PresetType.DETERMINISTIC)
     ctx.set_partitioning_parameters(n_units, float(epsilon), mtkahypar.Objective.KM1)
-    ctx.logging = False
     h = init.create_hypergraph(ctx, len(hg.vertices), len(hg.nets), hg.nets, hg.weights, hg.costs)
     return h.partition(ctx)
 

@@ -12,8 +12,6 @@ then global-average-pools into a linear classifier.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import networkx as nx
 import numpy as np
 import torch
@@ -21,29 +19,10 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from repshare.concurrency.graphs import source_and_sink
+from repshare.concurrency.settings import STAGINGS, NetSpec  # noqa: F401 (re-exported)
 
-STAGINGS = ("greedy", "probabilistic")
 
 
-@dataclass(frozen=True)
-class NetSpec:
-    base_channels: int = 16
-    max_channels: int = 128
-    image_size: int = 32
-    min_resolution: int = 4
-    staging: str = "probabilistic"
-    stage_prob: float = 0.5
-    num_classes: int = 8
-    in_channels: int = 3
-
-    def __post_init__(self) -> None:
-        if self.staging not in STAGINGS:
-            raise ValueError(f"staging {self.staging!r} is not one of {', '.join(STAGINGS)}")
-        if not 0.0 <= self.stage_prob <= 1.0:
-            raise ValueError(f"stage_prob={self.stage_prob!r} must be in [0, 1]")
-        for key in ("base_channels", "max_channels", "image_size", "min_resolution", "num_classes", "in_channels"):
-            if getattr(self, key) < 1:
-                raise ValueError(f"{key}={getattr(self, key)!r} must be >= 1")
 
 
 def node_key(v: object) -> str:

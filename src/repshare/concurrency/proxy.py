@@ -2,13 +2,12 @@
 
 The paper trains 100 CIFAR-10 epochs (300 on Flower-102); we train a few hundred steps on the
 embedded shapes images resized to 32 px. The accuracy is a proxy to place beside the score, not a
-reproduction of Tables V-VI.
+reproduction of Tables V-VI. Nothing here reads the clock: the rows depend on the seed only.
 """
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import networkx as nx
 import numpy as np
@@ -16,15 +15,25 @@ import torch
 import torch.nn.functional as F
 
 from repshare.concurrency.network import DagNetwork, NetSpec, count_params
+from repshare.concurrency.settings import ProxyTraining  # noqa: F401 (re-exported)
+
+
 
 
 @dataclass(frozen=True)
-class ProxyTraining:
-    steps: int = 200
-    batch_size: int = 64
-    lr: float = 3e-3
-    weight_decay: float = 1e-4
-    n_eval: int = 500
+class ProxyData:
+    """Training and evaluation images as float tensors (N, 3, S, S) and int64 labels."""
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    num_classes: int
+
+
+def proxy_spec(spec: NetSpec, cfg: ProxyTraining) -> NetSpec:
+    """The proxy's (narrower) channel plan on the study's network spec, probabilistic staging."""
+    return replace(spec, base_channels=cfg.base_channels, max_channels=cfg.max_channels, staging="probabilistic")
 
 
 def to_tensor_images(images: np.ndarray, size: int) -> torch.Tensor:
@@ -35,9 +44,19 @@ def to_tensor_images(images: np.ndarray, size: int) -> torch.Tensor:
     return x
 
 
-def train_proxy(dag: nx.DiGraph, spec: NetSpec, train_x: torch.Tensor, train_y: torch.Tensor,
-                val_x: torch.Tensor, val_y: torch.Tensor, cfg: ProxyTraining, seed: int) -> dict:
-    """Train the DAG's network for ``cfg.steps`` AdamW steps; top-1 on the validation images."""
+def proxy_data(train_images: np.ndarray, train_labels: np.ndarray, val_images: np.ndarray, val_labels: np.ndarray,
+               image_size: int, num_classes: int) -> ProxyData:
+    if len(train_labels) == 0 or len(val_labels) == 0:
+        raise ValueError("the accuracy proxy needs training and evaluation images (set concurrency.proxy."
+                         "archs_per_generator=0 to skip it)")
+    return ProxyData(to_tensor_images(train_images, image_size), torch.from_numpy(np.asarray(train_labels, np.int64)),
+                     to_tensor_images(val_images, image_size), torch.from_numpy(np.asarray(val_labels, np.int64)),
+                     num_classes)
+
+
+def train_proxy(dag: nx.DiGraph, spec: NetSpec, data: ProxyData, cfg: ProxyTraining, seed: int) -> dict:
+    """Train the DAG's network for ``cfg.steps`` AdamW steps; top-1 on the first ``cfg.n_eval``
+    evaluation images (``correct`` of ``n_eval``, for an interval over images)."""
     if cfg.steps < 1 or cfg.batch_size < 1:
         raise ValueError(f"proxy steps={cfg.steps!r} and batch_size={cfg.batch_size!r} must be >= 1")
     torch.manual_seed(seed)
@@ -45,21 +64,20 @@ def train_proxy(dag: nx.DiGraph, spec: NetSpec, train_x: torch.Tensor, train_y: 
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.1)
     gen = torch.Generator().manual_seed(seed)
-    started = time.time()
     net.train()
     for _ in range(cfg.steps):
-        idx = torch.randint(0, len(train_x), (cfg.batch_size,), generator=gen)
-        loss = F.cross_entropy(net(train_x[idx]), train_y[idx])
+        idx = torch.randint(0, len(data.train_x), (cfg.batch_size,), generator=gen)
+        loss = F.cross_entropy(net(data.train_x[idx]), data.train_y[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
-    seconds = time.time() - started
     net.eval()
-    n = min(cfg.n_eval, len(val_x))
+    n = min(cfg.n_eval, len(data.val_x))
     correct = 0
     with torch.no_grad():
         for a in range(0, n, 256):
             b = min(a + 256, n)
-            correct += int((net(val_x[a:b]).argmax(1) == val_y[a:b]).sum())
-    return {"top1": correct / n, "params": count_params(net), "train_seconds": seconds, "final_loss": float(loss.detach())}
+            correct += int((net(data.val_x[a:b]).argmax(1) == data.val_y[a:b]).sum())
+    return {"top1": correct / n, "correct": correct, "n_eval": n, "params": count_params(net),
+            "final_loss": float(loss.detach())}

@@ -8,6 +8,8 @@ space (its published COCO weights have 90 outputs, output k = category id k + 1,
 included), so predictions of a published detector and of one trained here (effdet trains on
 class + 1 = the id) meet the ground truth in the same space; ids must lie in 1..data.num_classes.
 The classification label of an image is the class of its largest box (-1 when it has none).
+Every ``file_name`` must lie under ``images_dir`` (no absolute paths, no ``..`` out of it) unless
+``allow_outside_root=true``: an entry that leaves it stops the stage naming the json and the image.
 ``skip_missing``: images listed in the json but absent from ``images_dir`` are skipped and counted
 (``n_missing_skipped`` in the split meta) instead of failing.
 """
@@ -22,6 +24,7 @@ import numpy as np
 from tqdm import tqdm
 
 from repshare.data.images import DecodedImages, header_size, letterbox, open_rgb
+from repshare.data.paths import escapes_root
 from repshare.data.shards import Split
 
 log = logging.getLogger(__name__)
@@ -71,10 +74,12 @@ def xyxy_box(a: dict, path: Path) -> list[float]:
 
 class CocoSource:
     def __init__(self, images_dir: str, annotations: str, image_size: int = 512, max_images: int | None = None,
-                 num_classes: int = 90, seed: int = 0, skip_missing: bool = False, **_: object):
+                 num_classes: int = 90, seed: int = 0, skip_missing: bool = False, allow_outside_root: bool = False,
+                 **_: object):
         self.images_dir, self.annotations = Path(images_dir), Path(annotations)
         self.image_size, self.max_images, self.num_classes, self.seed = image_size, max_images, num_classes, seed
         self.skip_missing = skip_missing
+        self.allow_outside_root = bool(allow_outside_root)
         if not self.images_dir.is_dir():
             raise FileNotFoundError(f"data.images_dir={images_dir!r} is not a directory")
 
@@ -94,6 +99,21 @@ class CocoSource:
                     missing, len(imgs), first)
         return present, missing
 
+    def _check_file_names(self, imgs: list) -> None:
+        """Every image entry names a file under images_dir (or the option allows it)."""
+        if not isinstance(imgs, list):
+            raise ValueError(f"malformed annotations json {self.annotations}: 'images' is not a list")
+        for k, im in enumerate(imgs):
+            name = im.get("file_name") if isinstance(im, dict) else None
+            where = f"annotations {self.annotations}: images[{k}]"
+            if not isinstance(name, str) or not name:
+                raise ValueError(f"{where} has no 'file_name' string")
+            where += f" (id {im.get('id')})"
+            if not self.allow_outside_root and escapes_root(self.images_dir, name):
+                raise ValueError(f"{where}: file_name {name!r} is outside data.images_dir={str(self.images_dir)!r} "
+                                 "(an absolute path or '..'); set data.allow_outside_root=true if the images really "
+                                 "live there")
+
     def splits(self) -> dict[str, Split]:
         data = read_instances(self.annotations)
         cat_index = category_index(data["categories"], self.num_classes, self.annotations)
@@ -105,6 +125,7 @@ class CocoSource:
                 raise ValueError(f"annotation {a.get('id')} has unknown category_id {a.get('category_id')}")
             xyxy_box(a, self.annotations)  # validate every annotation, not only those of sampled images
             by_image.setdefault(a["image_id"], []).append(a)
+        self._check_file_names(data["images"])
         imgs = sorted(data["images"], key=lambda im: im["id"])
         imgs, n_missing = self._present(imgs)
         if self.max_images is not None and len(imgs) > self.max_images:

@@ -13,6 +13,9 @@ Label order (the index a model's output unit means) is never guessed:
 - otherwise (another class count) class subfolders are taken in sorted order only when every one of
   the ``num_classes`` folders is present; a subset would shift every label, so it is refused.
 
+Every file a label list names must lie under ``root`` (no absolute paths, no ``..`` out of it): a line
+that leaves it stops the stage naming the file and the line, unless ``allow_outside_root=true``.
+
 ``skip_missing``: a label list naming images that are not on disk (e.g. all 50,000 listed, a subset
 copied) fails by default; with ``skip_missing=true`` the images present are used and the number
 skipped is logged and recorded in the split's meta (``n_missing_skipped``).
@@ -29,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from repshare.data.images import IMAGE_EXTS, DecodedImages, open_rgb, resize_center_crop
+from repshare.data.paths import escapes_root
 from repshare.data.shards import Split
 
 log = logging.getLogger(__name__)
@@ -78,6 +82,11 @@ def parse_label_line(line: str) -> tuple[str, str] | None:
 
 def read_val_txt(path: Path) -> list[tuple[str, str]]:
     """(file, label text) per line; the label is resolved against the class order later."""
+    return [(name, label) for _, name, label in read_val_lines(path)]
+
+
+def read_val_lines(path: Path) -> list[tuple[int, str, str]]:
+    """(line number, file, label text) per non-blank line."""
     if not path.is_file():
         raise FileNotFoundError(f"missing val_txt file: {path}")
     out = []
@@ -93,20 +102,22 @@ def read_val_txt(path: Path) -> list[tuple[str, str]]:
             hint = " (a header line? remove it)" if k == 1 else ""
             raise ValueError(f"malformed val_txt {path} line {k}: {line!r}: label {label!r} is neither a "
                              f"0-based class index nor a wnid like n01440764{hint}")
-        out.append(parsed)
+        out.append((k, *parsed))
     return out
 
 
 class ImageNetSource:
     def __init__(self, root: str, val_txt: str | None = None, synsets: str | None = None, image_size: int = 224,
                  crop_pct: float = 0.875, max_images: int | None = None, num_classes: int = 1000,
-                 seed: int = 0, skip_missing: bool = False, calibration_images: int = 0, **_: object):
+                 seed: int = 0, skip_missing: bool = False, calibration_images: int = 0,
+                 allow_outside_root: bool = False, **_: object):
         self.root = Path(root)
         self.val_txt = Path(val_txt) if val_txt else None
         self.synsets = Path(synsets) if synsets else None
         self.image_size, self.crop_pct = image_size, crop_pct
         self.max_images, self.num_classes, self.seed = max_images, num_classes, seed
         self.skip_missing = skip_missing
+        self.allow_outside_root = bool(allow_outside_root)
         self.calibration_images = int(calibration_images)
         self.n_missing_skipped = 0
         if not self.root.is_dir():
@@ -148,7 +159,11 @@ class ImageNetSource:
     def _list_items(self, wnids: list[str] | None) -> list[tuple[Path, int]]:
         index = {w: k for k, w in enumerate(wnids or [])}
         items = []
-        for name, label in read_val_txt(self.val_txt):
+        for line_no, name, label in read_val_lines(self.val_txt):
+            if not self.allow_outside_root and escapes_root(self.root, name):
+                raise ValueError(f"val_txt {self.val_txt} line {line_no}: {name!r} is outside data.root="
+                                 f"{str(self.root)!r} (an absolute path or '..'); set data.allow_outside_root=true "
+                                 "if the images really live there")
             if label.isdigit():
                 items.append((self.root / name, int(label)))
             elif label in index:

@@ -109,7 +109,7 @@ def _paint(img: np.ndarray, cx: np.ndarray, cy: np.ndarray, rad: np.ndarray, cls
 
 def _generate_chunk(
     rng: np.random.Generator, n: int, s: int, num_classes: int, max_objects: int,
-    n_distractors: int, difficulty: float,
+    n_distractors: int, difficulty: float, color_margin: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray], list[np.ndarray], np.ndarray]:
     img = _background(rng, n, s, difficulty)
     # Distractors: small disks under the objects (painted first), never labelled.
@@ -142,6 +142,12 @@ def _generate_chunk(
         norm = np.linalg.norm(d, axis=1, keepdims=True) + 1e-6
         c = np.where(norm < contrast, bg_mean + d / norm * contrast, c)
         colors[:, k] = np.clip(c, 0, 255)
+    if color_margin > 0:
+        # The colour label thresholds each channel of the main object at 128: keep every channel at least
+        # ``color_margin`` away from it, so the label is not decided by a few grey levels (or by the shading).
+        main = colors[:, 0]
+        near = np.abs(main - 128.0) < color_margin
+        colors[:, 0] = np.where(near, np.where(main >= 128.0, 128.0 + color_margin, 128.0 - color_margin), main)
 
     boxes: list[list[np.ndarray]] = [[] for _ in range(n)]
     box_cls: list[list[int]] = [[] for _ in range(n)]
@@ -166,7 +172,7 @@ def _generate_chunk(
 
 def generate_shapes(
     n: int, image_size: int = 128, num_classes: int = 8, max_objects: int = 3,
-    n_distractors: int = 4, difficulty: float = 0.5, seed: int = 0,
+    n_distractors: int = 4, difficulty: float = 0.5, seed: int = 0, color_margin: float = 0.0,
 ) -> ShapeSet:
     """Generate ``n`` images deterministically from ``seed`` (same arguments, same bytes)."""
     if n < 0:
@@ -179,11 +185,14 @@ def generate_shapes(
         raise ValueError(f"max_objects={max_objects} must be >= 1")
     if not 0.0 <= difficulty <= 1.0:
         raise ValueError(f"difficulty={difficulty} must be in [0, 1]")
+    if not 0.0 <= color_margin < 128.0:
+        raise ValueError(f"color_margin={color_margin} must be in [0, 128)")
     rng = np.random.default_rng(seed)
     parts = []
     for start in range(0, n, CHUNK):
         m = min(CHUNK, n - start)
-        parts.append(_generate_chunk(rng, m, image_size, num_classes, max_objects, n_distractors, difficulty))
+        parts.append(_generate_chunk(rng, m, image_size, num_classes, max_objects, n_distractors, difficulty,
+                                     color_margin))
     if not parts:
         s = image_size
         return ShapeSet(np.zeros((0, s, s, 3), np.uint8), np.zeros(0, np.int64), np.zeros((0, 4), np.float32),
@@ -200,20 +209,32 @@ def generate_shapes(
 
 
 class ShapesSource:
-    """Data source for the ``shapes`` config: a train and a val split from independent seeds."""
+    """Data source for the ``shapes`` config: train, val and (``n_select`` > 0) select splits, each
+    from its own seed.
+
+    ``val`` is the report split: every number a page or a verdict shows is measured on it. ``select``
+    is for decisions (accept/reject, survival, placement, fitting): no method decides on the images it
+    reports on. Generated data is free, so the select split can be large enough that a decision's
+    standard error is well below the margin it is compared to.
+    """
 
     def __init__(
         self, image_size: int = 128, n_train: int = 4000, n_val: int = 1000, num_classes: int = 8,
-        max_objects: int = 3, n_distractors: int = 4, difficulty: float = 0.5, seed: int = 0, **_: object,
+        max_objects: int = 3, n_distractors: int = 4, difficulty: float = 0.5, seed: int = 0,
+        n_select: int = 0, color_margin: float = 0.0, **_: object,
     ):
         self.kw = dict(image_size=image_size, num_classes=num_classes, max_objects=max_objects,
-                       n_distractors=n_distractors, difficulty=difficulty)
-        self.n_train, self.n_val, self.seed = n_train, n_val, seed
+                       n_distractors=n_distractors, difficulty=difficulty, color_margin=color_margin)
+        self.n_train, self.n_val, self.n_select, self.seed = n_train, n_val, n_select, seed
 
     def splits(self) -> dict[str, ShapeSet]:
-        # Distinct child seeds so train and val never share images.
-        s_train, s_val = np.random.SeedSequence(self.seed).spawn(2)
-        return {
+        # Distinct child seeds so no two splits share images; spawn(3)'s first two children are those of
+        # spawn(2), so adding the select split leaves train and val unchanged.
+        s_train, s_val, s_select = np.random.SeedSequence(self.seed).spawn(3)
+        out = {
             "train": generate_shapes(self.n_train, seed=s_train, **self.kw),
             "val": generate_shapes(self.n_val, seed=s_val, **self.kw),
         }
+        if self.n_select > 0:
+            out["select"] = generate_shapes(self.n_select, seed=s_select, **self.kw)
+        return out

@@ -3,9 +3,15 @@
 ``layers``: which conv/linear layers are identical across models, grouped heaviest first.
 ``merge``: tie them to one parameter tensor (storage identity) and list each parameter once.
 ``search``: the incremental heaviest-first search with the halving rule and a clean stop.
-``retrain``: the Lightning joint-retraining module (loss weights as the reference).
-``store``: the merged workload as safetensors (each shared tensor once) + manifest, and back.
+``retrain``: the Lightning joint retraining (loss weights as the reference), seeded per trial.
+``outcomes`` / ``coco_map``: per-image results, so accuracy (top-1, COCO mAP) can be resampled.
+``decision``: the accept/reject rule (one-sided bound of the margin on the select split).
+``study``: the search, the no-merging control, the report outcomes, the simulation, the estimates.
+``measures``: report-split estimates, the chance guard, query accuracy.
+``timing``: the cost model (and measured times) behind the simulation; tensor maps.
 ``simulate``: the edge box's GPU time-sharing, frames processed under a memory budget.
+``claims`` / ``section`` / ``figures`` / ``files``: the paper's claims, the dashboard section, figures, outputs.
+``store``: the merged workload as safetensors (each shared tensor once) + manifest, and back.
 """
 
 from repshare.gemel.layers import Group, LayerInstance, group_layers, identical_layers, layer_signature

@@ -10,12 +10,12 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from repshare.utils.figures import save_figure as _save  # noqa: E402
+from repshare.utils.figures import save_figure  # noqa: E402
 
 
 def fig_iterations(rows: Sequence[dict], models: Sequence[str], out_stem: str | Path) -> list[Path]:
     """Left: cumulative % of workload bytes saved per iteration (accepted filled, rejected hollow).
-    Right: each model's accuracy relative to unmerged, after retraining, on the validation split."""
+    Right: each model's accuracy relative to unmerged, after retraining, on its select-split decision images."""
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.4))
     it = [r["iteration"] for r in rows]
     a1.plot(it, [r["saved_pct"] for r in rows], color="#1f77b4", linewidth=1)
@@ -33,13 +33,13 @@ def fig_iterations(rows: Sequence[dict], models: Sequence[str], out_stem: str | 
     if rows:
         a2.axhline(rows[0]["target"], color="red", linestyle=":", linewidth=1, label="target")
     a2.set_xlabel("iteration")
-    a2.set_ylabel("accuracy / unmerged (validation)")
+    a2.set_ylabel("accuracy / unmerged (select split)")
     a2.set_title("per-model accuracy after retraining", fontsize=9)
     a2.legend(fontsize=7)
     for ax in (a1, a2):
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    return _save(fig, out_stem)
+    return save_figure(fig, out_stem)
 
 
 def fig_frames(sweep: Sequence[dict], out_stem: str | Path) -> list[Path]:
@@ -55,4 +55,4 @@ def fig_frames(sweep: Sequence[dict], out_stem: str | Path) -> list[Path]:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    return _save(fig, out_stem)
+    return save_figure(fig, out_stem)

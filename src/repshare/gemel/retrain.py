@@ -9,6 +9,8 @@ harder). SGD with momentum and weight decay as the reference, over each paramete
 from __future__ import annotations
 
 import math
+import time
+from dataclasses import dataclass
 
 import pytorch_lightning as pl
 import torch
@@ -16,9 +18,27 @@ import torch.nn.functional as F
 from effdet import DetBenchTrain
 from torch import nn
 
+from repshare.data.shards import Split
 from repshare.gemel.merge import unique_parameters
+from repshare.gemel.models import Member
 from repshare.models.classifier import augment_batch
 from repshare.models.detector import to_effdet_target
+from repshare.models.fast_depthwise import fast_depthwise_grad
+
+
+@dataclass(frozen=True)
+class RetrainSettings:
+    """One trial's joint retraining (config ``gemel``: steps, batch_size, lr, momentum, ...)."""
+
+    steps: int
+    batch_size: int
+    lr: float
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    freeze_bn: bool = True
+    fast_depthwise_grad: bool = True
+    accelerator: str = "cpu"  # Lightning accelerator (trainer.accelerator)
+    deterministic: bool = True
 
 
 def loss_weights(acc: dict[str, float], target: dict[str, float], alpha: float = 0.75,
@@ -78,3 +98,39 @@ class JointModule(pl.LightningModule):
     def configure_optimizers(self):
         params = unique_parameters(self.models.values())  # a shared tensor once
         return torch.optim.SGD(params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
+
+
+def retrain(models: dict[str, nn.Module], members: dict[str, Member], train: Split, weights: dict[str, float],
+            hp: RetrainSettings, seed: int) -> float:
+    """Joint retraining of ``models`` for ``hp.steps`` steps; batches and augmentations depend on ``seed``
+    only. Returns the seconds it took (a duration for the run record, never a science value)."""
+    from pytorch_lightning.utilities import CombinedLoader
+    from torch.utils.data import DataLoader
+
+    from repshare.data.datamodule import SplitDataset, with_label
+
+    if hp.steps == 0:
+        return 0.0
+    t0 = time.time()
+    loaders = {}
+    for k, name in enumerate(models):
+        m = members[name]
+        ds = (SplitDataset(with_label(train, m.label), "cls") if m.spec.task == "classification"
+              else SplitDataset(train, "det"))
+        loaders[name] = DataLoader(ds, batch_size=hp.batch_size, shuffle=True, drop_last=True,
+                                   generator=torch.Generator().manual_seed(seed * 1000 + k))
+    for m in models.values():
+        m.train()  # loaded in eval mode; JointModule freezes BatchNorm again at epoch start
+    module = JointModule(models, {n: members[n].spec.task for n in models}, {n: members[n].pre for n in models},
+                         weights, hp.lr, hp.momentum, hp.weight_decay, freeze_bn=hp.freeze_bn)
+    trainer = pl.Trainer(accelerator=hp.accelerator, devices=1, max_epochs=1, limit_train_batches=hp.steps,
+                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, num_sanity_val_steps=0, deterministic=hp.deterministic)
+    # The augmentation draws from torch's global generator: seed it from ``seed`` alone (and restore it after),
+    # so the same seed gives the same batches and augmentations whatever ran before (the control relies on it).
+    with torch.random.fork_rng(devices=[]), fast_depthwise_grad(module, hp.fast_depthwise_grad):
+        torch.manual_seed(seed)
+        trainer.fit(module, train_dataloaders=CombinedLoader(loaders, "max_size_cycle"))
+    for m in models.values():
+        m.eval()
+    return time.time() - t0

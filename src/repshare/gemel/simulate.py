@@ -11,6 +11,7 @@ resident are loaded (fewer swaps, and faster ones). A frame whose turn starts mo
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 
@@ -111,3 +112,44 @@ def simulate(models: list[SimModel], budget_bytes: int, fps: float, sla_ms: floa
     processed = sum(done.values())
     return SimResult(int(budget_bytes), n_frames * len(models), processed, dropped, loads, round(load_total, 3),
                      dict(done))
+
+
+@dataclass(frozen=True)
+class SimSettings:
+    """The simulated edge box (config ``gemel.sim``)."""
+
+    fps: float = 30.0
+    sla_ms: float = 100.0
+    duration_s: float = 10.0
+    batch_size: int = 4
+
+
+def budgets(sizes: dict[str, int], budgets_mb: Sequence[float] | None, fractions: Sequence[float]) -> list[int]:
+    """Memory budgets in bytes: ``budgets_mb`` as given (each must hold the largest model), else
+    ``largest + f x (total - largest)`` for each fraction f (0 = the largest model, 1 = everything)."""
+    largest, total = max(sizes.values()), sum(sizes.values())
+    if budgets_mb is not None:
+        small = [b for b in budgets_mb if b * 2**20 < largest]
+        if small:
+            raise ValueError(f"config value gemel.sim.budgets_mb={list(budgets_mb)!r} is invalid: {small[0]} MB "
+                             f"is smaller than the largest model ({largest / 2**20:.2f} MB)")
+        return [int(round(b * 2**20)) for b in budgets_mb]
+    return [int(round(largest + f * (total - largest))) for f in fractions]
+
+
+def sweep(settings: Sequence[tuple[str, dict[str, dict[str, int]]]], load_ms: dict[str, float],
+          run_ms: dict[str, float], budget_list: Sequence[int], sim: SimSettings) -> list[dict]:
+    """One simulation per (budget, setting); ``settings`` = (name, tensor map) with "unmerged" first.
+    Each row also gives the % more frames processed than unmerged at the same budget."""
+    rows = []
+    for budget in budget_list:
+        for setting, tmap in settings:
+            models = [SimModel(n, tmap[n], load_ms[n], run_ms[n]) for n in tmap]
+            r = simulate(models, budget, sim.fps, sim.sla_ms, sim.duration_s, sim.batch_size)
+            rows.append({"setting": setting, "budget_mb": round(budget / 2**20, 3), "processed": r.processed,
+                         "dropped": r.dropped, "frames": r.frames_total, "processed_pct": round(r.processed_pct, 2),
+                         "loads": r.loads, "load_ms": r.load_ms})
+    for row in rows:
+        ref = next(s for s in rows if s["setting"] == "unmerged" and s["budget_mb"] == row["budget_mb"])
+        row["more_frames_pct"] = round(100.0 * (row["processed"] - ref["processed"]) / max(1, ref["processed"]), 2)
+    return rows

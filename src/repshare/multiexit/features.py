@@ -147,12 +147,31 @@ def extract_features(
 
 
 def open_cache(folder: str | Path, exits: Sequence[int], meta: dict | None = None) -> FeatureCache:
-    """Open a cache written by :func:`extract_features` (arrays memory-mapped, nothing loaded)."""
+    """Open a cache written by :func:`extract_features` (arrays memory-mapped, nothing loaded).
+
+    A file that is not a plain numeric ``.npy`` array (a garbage header, an object array) or whose
+    row count disagrees with the labels gives one line naming it; nothing is ever unpickled.
+    """
     folder = Path(folder)
     need = [folder / f"exit{e}.npy" for e in exits] + [folder / "logits.npy", folder / "labels.npy"]
     for p in need:
         if not p.is_file():
             raise FileNotFoundError(f"feature cache file missing: {p} (run the branches stage first)")
-    feats = {int(e): np.load(folder / f"exit{e}.npy", mmap_mode="r") for e in exits}
-    return FeatureCache(feats, np.load(folder / "logits.npy", mmap_mode="r"), np.load(folder / "labels.npy"),
-                        folder, dict(meta or {}))
+
+    def load(path: Path, mmap: bool) -> np.ndarray:
+        try:
+            arr = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+        except (ValueError, OSError, EOFError):
+            raise ValueError(f"feature cache file {path} is not a readable numeric .npy array: "
+                             "rerun the branches stage") from None
+        if not isinstance(arr, np.ndarray) or arr.dtype.hasobject:
+            raise ValueError(f"feature cache file {path} is not a numeric array: rerun the branches stage")
+        return arr
+
+    feats = {int(e): load(folder / f"exit{e}.npy", True) for e in exits}
+    logits, labels = load(folder / "logits.npy", True), load(folder / "labels.npy", False)
+    for name, arr in [*((f"exit{e}.npy", a) for e, a in feats.items()), ("logits.npy", logits)]:
+        if len(arr) != len(labels):
+            raise ValueError(f"feature cache file {folder / name} has {len(arr)} rows but labels.npy has "
+                             f"{len(labels)}: rerun the branches stage")
+    return FeatureCache(feats, logits, labels, folder, dict(meta or {}))

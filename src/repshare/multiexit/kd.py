@@ -124,15 +124,3 @@ def few_shot_index(n: int, fraction: float, seed: int) -> np.ndarray:
     k = max(1, int(round(fraction * n)))
     return np.sort(np.random.default_rng(seed).choice(n, size=k, replace=False))
 
-
-def mean_ci(values: Sequence[float], ci: float = 0.95) -> tuple[float, float | None]:
-    """(mean, half-width of the Student-t confidence interval); half-width None for one value."""
-    from scipy import stats
-
-    v = np.asarray(values, dtype=float)
-    if v.size == 0:
-        raise ValueError("no values to average")
-    if v.size == 1:
-        return float(v[0]), None
-    half = float(stats.t.ppf(0.5 + ci / 2, v.size - 1) * v.std(ddof=1) / np.sqrt(v.size))
-    return float(v.mean()), half

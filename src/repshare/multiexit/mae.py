@@ -95,6 +95,50 @@ def mae_weighted(
     return acc_sum / total
 
 
+def shown_weights(times: Sequence[float], accs: Sequence[float], horizon: float,
+                  cdf: Callable[[float], float] | None = None, return_best: bool = False) -> np.ndarray:
+    """How much of the pre-emption distribution each exit's answer is shown for: ``w[i]`` is the
+    probability that exit i (``times`` ascending) is the answer when the inference is pre-empted.
+
+    ``mae_weighted(times, accs, ...) == w @ accs``. Since the weights fix *which* exit answers when,
+    the same weights score any other accuracies of those exits (another split, one image's 0/1
+    correctness): the mAE of a fixed placement is linear in its exits' accuracies. ``accs`` only
+    matter with ``return_best`` (the answer is the most accurate exit so far; ties keep the earlier).
+    """
+    if not horizon > 0 or not math.isfinite(horizon):
+        raise ValueError(f"horizon T={horizon!r} must be a finite number > 0")
+    if len(times) != len(accs):
+        raise ValueError(f"{len(times)} exit times but {len(accs)} accuracies")
+    F = (lambda t: t) if cdf is None else cdf
+    total = F(horizon) - F(0.0)
+    if not total > 0:
+        raise ValueError(f"the pre-emption CDF puts no mass on [0, {horizon}]")
+    w = np.zeros(len(times))
+    shown, shown_acc = -1, 0.0
+    for i, t in enumerate(times):
+        if i and t < times[i - 1]:
+            raise ValueError(f"exit times must be non-decreasing, got {times[i - 1]} then {t}")
+        if t >= horizon:
+            break
+        if not return_best or accs[i] > shown_acc:
+            shown, shown_acc = i, accs[i]
+        t_end = min(times[i + 1] if i + 1 < len(times) else horizon, horizon)
+        if t_end > t and shown >= 0:
+            w[shown] += (F(t_end) - F(t)) / total
+    return w
+
+
+def shown_at(times: Sequence[float], accs: Sequence[float], deadline: float, return_best: bool = False) -> int:
+    """Finite-time inference: the index of the exit that answers at ``deadline`` (-1: none finished)."""
+    shown, shown_acc = -1, 0.0
+    for i, (t, a) in enumerate(zip(times, accs)):
+        if t > deadline:
+            break
+        if not return_best or a > shown_acc:
+            shown, shown_acc = i, a
+    return shown
+
+
 def accuracy_at(times: Sequence[float], accs: Sequence[float], deadline: float, return_best: bool = False) -> float:
     """Finite-time inference: the accuracy of the last exit finished by ``deadline`` (0 if none)."""
     out = 0.0

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from repshare.multiexit.mae import accuracy_at, exit_finish_times, mae_weighted
+from repshare.multiexit.mae import accuracy_at, exit_finish_times, mae_weighted, shown_at, shown_weights
 
 REQUIRED_COLUMNS = ("id", "exit", "branch_latency_s", "accuracy", "params")
 OBJECTIVES = ("anytime", "finite", "weighted")
@@ -48,6 +48,7 @@ VARIANT_LABELS = {
     "m7": "m7 greedy + convex hull + DFS (MEEdge)",
 }
 MONTE_CARLO = ("m1", "m2", "m3", "m4")
+HEAD = -1  # the original head's position in :meth:`Problem.answer_weights`
 
 
 @dataclass(frozen=True)
@@ -148,6 +149,30 @@ class Problem:
                 t_prev = t
         area += shown * ((F(T) - F(t_prev)) if F else (T - t_prev))
         return area / ((F(T) - F(0.0)) if F else T)
+
+    def answers(self, selected: Sequence[int]) -> tuple[list[int], list[float], list[float]]:
+        """The placed candidates in run order plus :data:`HEAD`, their finish times and accuracies."""
+        ex = [self.exits[i] for i in selected]
+        order, times, t_final = exit_finish_times(ex, [self.latency[i] for i in selected],
+                                                  self.backbone.exit_time_s, self.backbone.final_time_s)
+        who = [selected[k] for k in order] + [HEAD]
+        return who, times + [t_final], [self.accuracy[i] for i in who[:-1]] + [self.backbone.final_accuracy]
+
+    def answer_weights(self, selected: Sequence[int]) -> tuple[list[int], np.ndarray]:
+        """Who answers when: the placed candidates in run order plus :data:`HEAD` (the original head),
+        and the weight of each one's answer in the value, so ``value == sum(w_k * accuracy_k)``.
+
+        The weights depend on the accuracies only through ``return_best``; they score any other
+        accuracies of the same exits (another split, one image's correctness) for this placement."""
+        who, times, accs = self.answers(selected)
+        if self.objective == "finite":
+            w = np.zeros(len(who))
+            k = shown_at(times, accs, self.deadline, self.return_best)
+            if k >= 0:
+                w[k] = 1.0
+            return who, w
+        return who, shown_weights(times, accs, self.horizon, self.cdf if self.objective == "weighted" else None,
+                                  self.return_best)
 
     def memory(self, selected: Sequence[int]) -> int:
         return int(sum(self.bytes[i] for i in selected))
@@ -654,7 +679,9 @@ def candidates_from_profiles(doc: Mapping[str, Any], mode: str = "both") -> tupl
     Survivors are the candidates. A self-merged survivor (``merged_params`` set) becomes a second
     candidate ``<id>+merged`` with the merged parameter count and the recovered accuracy
     (``acc_recovered``, else ``acc_merged``); the paper places original and merged branches alike
-    (``mode="both"``). A merged branch keeps the original's latency (the same layers run)."""
+    (``mode="both"``). A merged branch keeps the original's latency (the same layers run).
+    ``score_id`` names the candidate's row in part 1's per-image correctness files (``<id>``,
+    ``<id>+recovered`` or ``<id>+merged``); ``accuracy`` is the profile's (val) accuracy."""
     if mode not in CANDIDATE_MODES:
         raise ValueError(f"placement.candidates={mode!r} must be one of {', '.join(CANDIDATE_MODES)}")
     bb = doc["backbone"]
@@ -668,40 +695,20 @@ def candidates_from_profiles(doc: Mapping[str, Any], mode: str = "both") -> tupl
                 "structure": b.get("structure", ""), "params_unmerged": b["params"], "source": b["id"]}
         has_merge = b.get("merged_params") is not None
         if mode in ("both", "original") or not has_merge:
-            rows.append({"id": b["id"], "accuracy": b["accuracy"], "params": b["params"], "merged": False, **base})
+            rows.append({"id": b["id"], "accuracy": b["accuracy"], "params": b["params"], "merged": False,
+                         "score_id": b["id"], **base})
         if mode in ("both", "merged") and has_merge:
             acc = b.get("acc_recovered")
-            n_recovered += acc is not None
-            acc = acc if acc is not None else b.get("acc_merged")
+            recovered = acc is not None
+            n_recovered += recovered
+            acc = acc if recovered else b.get("acc_merged")
             if acc is None:
                 notes.append(f"{b['id']}: merged_params without acc_merged/acc_recovered: merged version skipped")
                 continue
             n_merged += 1
-            rows.append({"id": f"{b['id']}+merged", "accuracy": acc, "params": b["merged_params"], "merged": True, **base})
+            rows.append({"id": f"{b['id']}+merged", "accuracy": acc, "params": b["merged_params"], "merged": True,
+                         "score_id": f"{b['id']}+{'recovered' if recovered else 'merged'}", **base})
     notes.append(f"{len(survivors)} of {len(doc['branches'])} branches survived part 1; {n_merged} have a "
                  f"self-merged version ({n_recovered} with KD-recovered accuracy, the rest merged accuracy); "
                  f"candidates = {mode}: {len(rows)} rows")
     return rows, backbone, notes
-
-
-def bootstrap_values(items: Sequence[tuple[Problem, Sequence[int]]], n_val: int, n_boot: int,
-                     seed: int = 0) -> np.ndarray:
-    """(n_boot, len(items)) values of fixed placements when every exit accuracy is redrawn as
-    Binomial(n_val, a) / n_val (a parametric bootstrap of the val-set sampling noise; the final
-    head's draw is shared by every item of one replicate, as all models share the backbone)."""
-    from dataclasses import replace
-
-    if n_val < 1:
-        raise ValueError(f"n_val={n_val!r} must be >= 1")
-    rng = np.random.default_rng(seed)
-    out = np.empty((n_boot, len(items)))
-    problems = {id(p): p for p, _ in items}
-    for r in range(n_boot):
-        fa = rng.binomial(n_val, items[0][0].backbone.final_accuracy) / n_val if items else 0.0
-        drawn = {}
-        for key, p in problems.items():
-            acc = list(rng.binomial(n_val, np.asarray(p.accuracy, dtype=float)) / n_val) if p.n else []
-            drawn[key] = replace(p, accuracy=acc, backbone=replace(p.backbone, final_accuracy=fa))
-        for k, (p, sel) in enumerate(items):
-            out[r, k] = drawn[id(p)].value(list(sel))
-    return out

@@ -1,5 +1,6 @@
 """MEEdge part 2 figures: Fig. 7(1) time-accuracy profiles, Fig. 8 mAE vs memory budget per
-priority variant, Fig. 9(a) mAE bars, Fig. 9(b) mAE over the memory trace. PNG + PDF each."""
+priority variant, Fig. 9(a) mAE bars, Fig. 9(b) mAE over the memory trace. PNG + PDF each
+(:func:`repshare.utils.figures.save_figure`, which also selects the Agg backend)."""
 
 from __future__ import annotations
 
@@ -8,14 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from repshare.utils.figures import save_figure as _save
-
-
-
+from repshare.utils.figures import save_figure
 
 COLORS = {"m0": "#7f7f7f", "m1": "#bcbd22", "m2": "#17becf", "m3": "#9467bd", "m4": "#8c564b",
           "m5": "#ff7f0e", "m6": "#2ca02c", "m7": "#d62728", "optimum": "black"}
@@ -29,13 +26,13 @@ def fig7_time_accuracy(profiles: Mapping[str, tuple[np.ndarray, np.ndarray]], ou
         ax.plot(t * 1e3, y, drawstyle="default", linewidth=2.2 if "MEEdge" in name else 1.3,
                 color="#d62728" if "MEEdge" in name else f"C{k}", label=name)
     ax.axvline(t_single * 1e3, color="black", linestyle=":", linewidth=1, label="single-exit finishes")
-    ax.set_xlabel("deadline (ms, batch-1 latency measured on this machine)")
+    ax.set_xlabel("deadline (ms, batch-1 latency of part 1's latency model)")
     ax.set_ylabel("accuracy of the last exit finished")
     ax.set_ylim(0, 1.02)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     ax.set_title("Fig. 7(1): finite-time inference, MEEdge vs baselines", fontsize=10)
-    return _save(fig, out_stem)
+    return save_figure(fig, out_stem)
 
 
 def fig8_mae_vs_budget(rows: Sequence[Mapping[str, Any]], out_stem: str | Path,
@@ -63,7 +60,7 @@ def fig8_mae_vs_budget(rows: Sequence[Mapping[str, Any]], out_stem: str | Path,
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=6.5, loc="center left", bbox_to_anchor=(1.01, 0.5))
     ax.set_title("Fig. 8: priority variants m0..m7 vs the exact optimum", fontsize=10)
-    return _save(fig, out_stem)
+    return save_figure(fig, out_stem)
 
 
 def fig9a_bars(bars: Sequence[Mapping[str, Any]], out_stem: str | Path) -> list[Path]:
@@ -84,7 +81,7 @@ def fig9a_bars(bars: Sequence[Mapping[str, Any]], out_stem: str | Path) -> list[
     ax.set_ylim(0, max(1.0, float(np.nanmax(vals)) * 1.15) if len(vals) else 1.0)
     ax.grid(alpha=0.3, axis="y")
     ax.set_title("Fig. 9(a): anytime inference (mAE), MEEdge vs baselines", fontsize=10)
-    return _save(fig, out_stem)
+    return save_figure(fig, out_stem)
 
 
 def fig9b_trace(series: Mapping[str, Sequence[Mapping[str, float]]], budget: Sequence[tuple[float, float]],
@@ -110,4 +107,4 @@ def fig9b_trace(series: Mapping[str, Sequence[Mapping[str, float]]], budget: Seq
     ax2.set_yscale("log")
     ax.legend(fontsize=7, loc="lower left", ncol=2)
     ax.set_title("Fig. 9(b): memory-elastic inference over a trace of budget changes", fontsize=10)
-    return _save(fig, out_stem)
+    return save_figure(fig, out_stem)

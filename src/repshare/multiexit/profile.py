@@ -1,25 +1,20 @@
-"""Branch and backbone profiles: parameters, FLOPs (torch.utils.flop_counter), measured latency,
-and the ``profiles.json`` contract that placement (MEEdge part 2) reads.
+"""Branch and backbone profiles: parameters, latency to an exit, and the ``profiles.json``
+contract that placement (MEEdge part 2) reads.
 
-Latency is measured at batch 1 (one image, as an edge device serves it): the median wall-clock
-time of ``repeats`` calls after ``warmup`` calls, under ``torch.inference_mode`` on the machine
-that runs the stage. ``latency_to_exit_s`` = stem + stages 1..exit of the backbone + the branch.
+Latencies come from :mod:`repshare.multiexit.cost` (a FLOP cost model by default, measured as an
+option). ``latency_to_exit_s`` = stem + stages 1..exit of the backbone + the branch.
 """
 
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
-from repshare.features.stages import run_from, stage_modules
+from repshare.features.stages import stage_modules
 from repshare.utils.io import read_json, write_json
 
 SCHEMA_VERSION = 1
@@ -33,45 +28,6 @@ def count_params(module: nn.Module) -> int:
             seen.add(id(p))
             total += p.numel()
     return total
-
-
-def count_flops(module: nn.Module, x: torch.Tensor) -> int:
-    """FLOPs of ``module(x)`` (convs and matmuls, torch.utils.flop_counter); ``x`` one image."""
-    was_training = module.training
-    module.eval()
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        module(x)
-    module.train(was_training)
-    return int(counter.get_total_flops())
-
-
-@torch.inference_mode()
-def measure_latency(fn: Callable[[torch.Tensor], Any], x: torch.Tensor, repeats: int = 30, warmup: int = 3) -> float:
-    """Median seconds of ``fn(x)`` over ``repeats`` calls (after ``warmup`` untimed calls)."""
-    if repeats < 1:
-        raise ValueError(f"latency repeats {repeats!r} must be >= 1")
-    for _ in range(warmup):
-        fn(x)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn(x)
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
-
-
-@torch.inference_mode()
-def backbone_latency(model: nn.Module, x1: torch.Tensor, repeats: int = 30, warmup: int = 3) -> tuple[list[float], float]:
-    """(per-stage seconds for stem, stage1..stageN; head seconds) at batch 1 on preprocessed ``x1``."""
-    model.eval()
-    x = x1[:1]
-    stage_s = []
-    for stage in stage_modules(model):
-        stage_s.append(measure_latency(stage, x, repeats, warmup))
-        x = stage(x)
-    last = len(stage_modules(model)) - 1
-    head_s = measure_latency(lambda t: run_from(model, t, last), x, repeats, warmup)
-    return stage_s, head_s
 
 
 def head_params(model: nn.Module) -> int:
@@ -100,6 +56,11 @@ BRANCH_FIELDS: dict[str, type | tuple] = {
     "accuracy": float, "survived": bool, "drop_reason": (str, type(None)), "merged_params": (int, type(None)),
     "acc_merged": (float, type(None)), "acc_recovered": (float, type(None)),
 }
+# Present when part 1 wrote them (accuracies on the select split, the decision split; measured latency spreads).
+OPTIONAL_BRANCH_FIELDS: dict[str, type | tuple] = {
+    "accuracy_select": float, "acc_merged_select": (float, type(None)), "acc_recovered_select": (float, type(None)),
+    "branch_latency_spread_s": float,
+}
 
 
 def _typed(value: Any, kind: type | tuple) -> bool:
@@ -127,6 +88,9 @@ def check_profiles(doc: dict, where: str = "profiles") -> dict:
                 raise ValueError(f"{where}: branch {k} lacks field {key!r}")
             if not _typed(b[key], kind):
                 raise ValueError(f"{where}: branch {k} field {key!r} has the wrong type: {b[key]!r}")
+        for key, kind in OPTIONAL_BRANCH_FIELDS.items():
+            if key in b and not _typed(b[key], kind):
+                raise ValueError(f"{where}: branch {k} field {key!r} has the wrong type: {b[key]!r}")
         for key in ("accuracy", "branch_latency_s", "latency_to_exit_s"):
             if not math.isfinite(b[key]):
                 raise ValueError(f"{where}: branch {b['id']!r} field {key!r} is not finite")
@@ -140,8 +104,7 @@ def check_profiles(doc: dict, where: str = "profiles") -> dict:
 
 def write_profiles(path: str | Path, backbone: dict, branches: list[dict], **extra: Any) -> Path:
     """Validate and write ``profiles.json`` atomically ({"backbone", "branches"}, plus ``extra`` keys)."""
-    doc = {"schema_version": SCHEMA_VERSION, "latency_note": "seconds per image at batch 1, median of repeats",
-           **extra, "backbone": backbone, "branches": branches}
+    doc = {"schema_version": SCHEMA_VERSION, **extra, "backbone": backbone, "branches": branches}
     check_profiles(doc, str(path))
     return write_json(path, doc)
 

@@ -63,16 +63,19 @@ def fig_self_vs_twin(curves: Sequence[dict], out_stem: str | Path) -> list[Path]
 
 
 def fig_kd_curve(curves: Sequence[dict], window: Sequence[float], out_stem: str | Path) -> list[Path]:
-    """``curves``: per branch {"id", "candidates", "original", "points": [{"n_pairs", "fraction", "acc_merged", "acc_recovered", "ci"}]}."""
+    """``curves``: per branch {"id", "candidates", "original", "control" (optional), "points": [{"n_pairs",
+    "fraction", "acc_merged", "acc_recovered"}]}."""
     n = max(1, len(curves))
     fig, axes = plt.subplots(1, n, figsize=(3.4 * n, 2.9), squeeze=False)
     for ax, c in zip(axes.flat, curves):
         pts = c["points"]
         xs = [p["n_pairs"] for p in pts]
         ax.plot(xs, [p["acc_merged"] for p in pts], "s--", color="grey", markersize=3, linewidth=0.8, label="merged")
-        ax.errorbar(xs, [p["acc_recovered"] for p in pts], yerr=[p.get("ci") or 0.0 for p in pts], fmt="o-",
-                    color="#1f77b4", markersize=3, linewidth=1, capsize=2, label="merged + KD")
+        ax.plot(xs, [p["acc_recovered"] for p in pts], "o-", color="#1f77b4", markersize=3, linewidth=1,
+                label="merged + KD")
         ax.axhline(c["original"], color="black", linewidth=0.8, linestyle=":", label="original")
+        if c.get("control") is not None:
+            ax.axhline(c["control"], color="#9467bd", linewidth=0.8, linestyle="--", label="KD without merging")
         stars = [p for p in pts if p["acc_recovered"] >= c["original"]]
         if stars:
             ax.scatter([p["n_pairs"] for p in stars], [p["acc_recovered"] for p in stars], marker="*", s=80,

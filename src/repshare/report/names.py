@@ -1,4 +1,4 @@
-"""Readable names for the keys the pipeline uses internally (methods, stages, metrics)."""
+"""Readable names for the keys the pipeline uses internally (methods, stages, metrics), and fixed dashboard text."""
 
 from __future__ import annotations
 
@@ -29,6 +29,16 @@ METRIC_NAMES: dict[str, str] = {
     "mAP50": "COCO mAP@.5",
     "mAE": "mean accuracy expectation",
 }
+
+
+COMBINATION_NOTE = (
+    "The methods are not stacked here. Gemel shares identical layers between models; representation "
+    "sharing removes the classifier's layers up to the cut and feeds it the detector's stage output; "
+    "MEEdge adds and merges exit branches on the classifier. On this workload Gemel's and the cut's "
+    "savings overlap in the same early backbone layers, so their sum would overstate a combination; "
+    "measuring one needs retraining the merged backbone with the cut in place, which no stage does yet. "
+    "MEEdge's branches are complementary (they live after the backbone stages) but are judged by mAE, "
+    "not by the classifier's top-1, so its points compare on memory, not one-for-one on accuracy.")
 
 
 def readable(key: str, table: dict[str, str] | None = None) -> str:

@@ -1,17 +1,23 @@
 """Render the reviewer dashboard from Jinja2 templates (package data in ``templates/``).
 
 Pure of the pipeline config: the ``report`` stage gathers plain values and calls
-:func:`render_dashboard`. Every text value goes through Jinja2's autoescaping; images are embedded
-as ``data:`` URIs so a page opens from disk with no server and no network, and the
-Content-Security-Policy in ``base.html`` forbids scripts and any fetch. A figure whose file is
-missing is shown as an error box naming the file and the section field, not as a broken image.
+:func:`render_dashboard`. Pages: ``index.html`` (a verdict per paper, every method on one workload,
+provenance), ``claims.html`` (every registered claim: the paper's value and where, ours with its
+interval, the difference, the tolerance, the verdict and why; sanity checks apart) and one
+``<method>.html`` per method section.
+
+Safety: every text value goes through Jinja2's autoescaping; page file names come only from method
+keys that are identifiers (:func:`page_file`), and every link is such a file name (plus a
+``#fragment``); images are embedded as ``data:`` URIs; a page's Content-Security-Policy admits no
+script, or on a page with charts exactly the vendored Vega scripts by hash (:mod:`repshare.report.vega`).
+The pages hold no date or duration: the same results render to the same bytes.
 """
 
 from __future__ import annotations
 
 import base64
 import math
-import time
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -20,10 +26,14 @@ from typing import Any
 
 import jinja2
 
+from repshare.claims import VERDICTS
 from repshare.comparison.section import Figure, ReportSection
+from repshare.report import vega
+from repshare.report.intervals import interval_svg
 from repshare.utils.io import write_text
 
 MIME = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".svg": "image/svg+xml"}
+PAGE_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
 
 
 @dataclass
@@ -46,6 +56,13 @@ class Page:
     problems: list[Problem] = field(default_factory=list)
 
 
+def page_file(key: str) -> str:
+    """``<key>.html`` for a method key; a key that is not an identifier never becomes a file or link name."""
+    if not isinstance(key, str) or not PAGE_KEY.match(key) or key in ("index", "claims"):
+        raise ValueError(f"method key {key!r} cannot name a dashboard page (letters, digits, _ and -; not index/claims)")
+    return f"{key}.html"
+
+
 def cell(v: Any) -> str:
     """Short text for a table cell (Jinja2 escapes it afterwards)."""
     if v is None:
@@ -62,6 +79,11 @@ def cell(v: Any) -> str:
     return str(v)
 
 
+def anchor(key: str) -> str:
+    """An element id for a claim key (ids keep letters, digits, '.', '_', '-')."""
+    return "c-" + re.sub(r"[^A-Za-z0-9._-]", "-", str(key))
+
+
 def environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("repshare.report", "templates"),
@@ -71,6 +93,9 @@ def environment() -> jinja2.Environment:
         lstrip_blocks=True,
     )
     env.filters["cell"] = cell
+    env.filters["anchor"] = anchor
+    env.filters["interval_svg"] = interval_svg
+    env.filters["spec_json"] = vega.spec_json
     return env
 
 
@@ -85,91 +110,124 @@ def data_uri(path: Path) -> str:
     return f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode('ascii')}"
 
 
-def embed_figure(fig: Figure, folder: Path, where: str) -> tuple[dict[str, Any], Problem | None]:
-    """A figure for the template: its image as a data URI, or the problem naming the missing file."""
+def embed_figure(fig: Figure, folder: Path, where: str, stage_hint: str = "") -> tuple[dict[str, Any], Problem | None]:
+    """A figure for the template: its image as a data URI (verified against the folder's checksums when
+    ``stage_hint`` is given), or the problem naming the missing or corrupt file."""
     path = folder / fig.path
     alt = fig.caption.split(". ")[0][:160] or Path(fig.path).stem
     try:
+        if stage_hint:
+            from repshare.utils.artifacts import verify_file
+
+            verify_file(path, stage_hint)
         src = data_uri(path)
     except FileNotFoundError:
         prob = Problem("Figure missing", str(path), f"{where} names a file that does not exist")
         return {"src": None, "problem": f"{path} ({where})", "caption": fig.caption, "alt": alt}, prob
-    except ValueError as err:
-        prob = Problem("Figure not embeddable", str(path), f"{where}: {err}")
+    except ValueError as err:  # not embeddable, or ArtifactError (missing / corrupt)
+        prob = Problem("Figure not shown", str(path), f"{where}: {err}")
         return {"src": None, "problem": f"{err} ({where})", "caption": fig.caption, "alt": alt}, prob
     return {"src": src, "caption": fig.caption, "alt": alt, "problem": None}, None
 
 
-def _counts_text(counts: Mapping[str, int]) -> str:
-    return " / ".join(str(counts.get(k, 0)) for k in ("holds", "partly", "does not", "not tested"))
+def counts_text(counts: Mapping[str, int]) -> str:
+    parts = [f"{counts.get(v, 0)} {v}" for v in VERDICTS if counts.get(v, 0)]
+    return ", ".join(parts) or "no claims"
 
 
-def render_dashboard(out_dir: str | Path, *, site_title: str, lede: str, pages: Sequence[Page],
-                     verdicts: Sequence[Mapping[str, Any]], method_cards: Sequence[Mapping[str, Any]],
-                     comparison_columns: Sequence[str], comparison_rows: Sequence[Mapping[str, Any]],
-                     comparison_caption: str, comparison_png: Path | None, comparison_figure_caption: str,
-                     model_rows: Sequence[Mapping[str, Any]], time_rows: Sequence[Mapping[str, Any]],
-                     machine: Mapping[str, Any], versions: Mapping[str, Any], config_yaml: str,
-                     problems: Sequence[Problem] = (), combination_note: str = "",
-                     generated: str | None = None, version: str = "",
-                     max_claims: int = 4) -> tuple[list[Path], list[Problem]]:
-    """Write ``index.html`` and one ``<key>.html`` per page into ``out_dir``.
+@dataclass
+class Dashboard:
+    """Everything the pages show, as plain values (the report stage fills it)."""
 
-    Returns the written paths (overview first) and every problem shown, those given plus the
-    figures found missing while rendering.
+    site_title: str
+    lede: str
+    pages: Sequence[Page]
+    papers: Sequence[Mapping[str, Any]]  # verdicts.json "papers"
+    claims: Sequence[Mapping[str, Any]]  # claims.json "claims"
+    intervals_note: str
+    rule: str
+    method_cards: Sequence[Mapping[str, Any]]
+    comparison_columns: Sequence[str]
+    comparison_rows: Sequence[Mapping[str, Any]]  # the shortlist (table)
+    comparison_points: Sequence[Mapping[str, Any]]  # every row (chart)
+    comparison_caption: str
+    comparison_png: Path | None
+    comparison_figure_caption: str
+    keep_target: float
+    model_rows: Sequence[Mapping[str, Any]]
+    provenance: Mapping[str, Any]
+    config_yaml: str
+    quantities: Mapping[str, str] = field(default_factory=dict)  # quantity key -> what it is
+    problems: Sequence[Problem] = ()
+    combination_note: str = ""
+    version: str = ""
+    stage_hints: Mapping[str, str] = field(default_factory=dict)  # method key -> stage that wrote its folder
 
-    ``verdicts``: dicts with title, citation, verdict, counts, claims (each with method), reason.
-    Figure problems found while rendering are added to the overview's problem list.
+
+def render_dashboard(out_dir: str | Path, d: Dashboard, method_names: Mapping[str, str]) -> tuple[list[Path], list[Problem]]:
+    """Write ``index.html``, ``claims.html`` and one ``<key>.html`` per page into ``out_dir``.
+
+    Returns the written paths (overview first) and every problem shown: those given plus the figures
+    found missing or corrupt while rendering.
     """
     out_dir = Path(out_dir)
     env = environment()
-    generated = generated or time.strftime("%Y-%m-%d %H:%M:%S %z")
-    nav = [{"href": "index.html", "text": "Overview", "broken": False}]
-    nav += [{"href": f"{p.key}.html", "text": p.name, "broken": p.section is None} for p in pages]
-    common = {"site_title": site_title, "nav": nav, "css": css(), "generated": generated, "version": version}
-    all_problems = list(problems)
+    files = {p.key: page_file(p.key) for p in d.pages}
+    nav = [{"href": "index.html", "text": "Overview", "broken": False},
+           {"href": "claims.html", "text": "Claims", "broken": False}]
+    nav += [{"href": files[p.key], "text": p.name, "broken": p.section is None} for p in d.pages]
+    common = {"site_title": d.site_title, "nav": nav, "css": css(), "version": d.version, "prov": d.provenance,
+              "scripts": [], "policy": vega.policy(False)}
+    charts = {**common, "scripts": [text for _, text, _ in vega.scripts()], "policy": vega.policy(True)}
+    all_problems = list(d.problems)
     written: list[Path] = []
+    by_method: dict[str, list[Mapping[str, Any]]] = {}
+    for c in d.claims:
+        by_method.setdefault(c.get("method") or "", []).append(c)
+    paper_of = {m: p for p in d.papers for m in p.get("methods", [])}
 
-    for p in pages:
+    for p in d.pages:
         figs, page_problems = [], list(p.problems)
         if p.section is not None:
             for k, f in enumerate(p.section.figures):
-                fig, prob = embed_figure(f, p.folder, f"{p.folder / 'section.json'} figures[{k}].path")
+                fig, prob = embed_figure(f, p.folder, f"{p.folder / 'section.json'} figures[{k}].path",
+                                         d.stage_hints.get(p.key, ""))
                 figs.append(fig)
                 if prob is not None:
                     page_problems.append(prob)
                     all_problems.append(Problem(f"{p.name}: {prob.title}", prob.file, prob.message))
+        measured = [] if p.section is None else [
+            {"Quantity": q, "What it is": d.quantities.get(q, ""), "Ours": e.text()} for q, e in sorted(p.section.measurements.items())]
         html = env.get_template("section.html").render(
-            **common, here=f"{p.key}.html", page_title=p.name, title=p.section.title if p.section else p.name,
-            section=p.section, figures=figs, problems=page_problems)
-        written.append(write_text(out_dir / f"{p.key}.html", html))
+            **common, here=files[p.key], page_title=p.name, title=p.section.title if p.section else p.name,
+            section=p.section, figures=figs, problems=page_problems, claims=by_method.get(p.key, []),
+            measured=measured, paper=paper_of.get(p.key))
+        written.append(write_text(out_dir / files[p.key], html))
 
-    page_of = {p.key: p for p in pages}
-    verdict_view = []
-    for v in verdicts:
-        methods = list(dict.fromkeys([c["method"] for c in v["claims"]] + list(v.get("methods", []))))
-        links = [{"href": f"{m}.html", "text": page_of[m].name} for m in methods if m in page_of]
-        tested = [c for c in v["claims"] if c["verdict"] != "not tested"] or list(v["claims"])
-        verdict_view.append({**v, "claims": tested, "counts_text": _counts_text(v["counts"]), "links": links})
+    papers = []
+    for v in d.papers:
+        links = [{"href": files[m], "text": method_names.get(m, m)} for m in v.get("methods", []) if m in files]
+        mine = [c for c in d.claims if c["paper"] == v["paper"]]
+        papers.append({**v, "links": links, "claims": mine, "primary": [c for c in mine if c["primary"]],
+                       "counts_text": counts_text(v["counts"]), "primary_text": counts_text(v["primary_counts"])})
+
+    html = env.get_template("claims.html").render(
+        **common, here="claims.html", page_title="Claims", papers=papers, intervals_note=d.intervals_note, rule=d.rule)
+    written.insert(0, write_text(out_dir / "claims.html", html))
 
     fig = None
-    if comparison_png is not None:
-        fig, prob = embed_figure(Figure(path=comparison_png.name, caption=comparison_figure_caption),
-                                 comparison_png.parent, "the comparison stage's figure")
+    if d.comparison_png is not None:
+        fig, prob = embed_figure(Figure(path=d.comparison_png.name, caption=d.comparison_figure_caption),
+                                 d.comparison_png.parent, "the comparison stage's figure", "compare")
         if prob is not None:
             all_problems.append(prob)
-    time_total = sum(float(r.get("Seconds") or 0) for r in time_rows)
+    spec = vega.comparison_spec(d.comparison_points, method_names, d.keep_target) if d.comparison_points else None
     html = env.get_template("overview.html").render(
-        **common, here="index.html", page_title="Overview", lede=lede, problems=all_problems,
-        verdicts=verdict_view, max_claims=max_claims, method_cards=method_cards, comparison_figure=fig,
-        comparison_columns=list(comparison_columns), comparison_rows=list(comparison_rows),
-        comparison_caption=comparison_caption, combination_note=combination_note,
-        model_columns=list(model_rows[0]) if model_rows else [], model_rows=list(model_rows),
-        time_columns=list(time_rows[0]) if time_rows else [], time_rows=list(time_rows),
-        time_caption=f"Wall-clock seconds from each stage's <stage>_run.json ({time_total:.0f} s in all, "
-                     "this dashboard's own stage excluded); a stage skipped by DVC keeps its last time.",
-        machine_rows=[{"Property": k, "Value": v} for k, v in machine.items()],
-        version_rows=[{"Package": k, "Version": v} for k, v in versions.items()],
-        config_yaml=config_yaml)
+        **(charts if spec else common), here="index.html", page_title="Overview", lede=d.lede, problems=all_problems,
+        papers=papers, intervals_note=d.intervals_note, method_cards=d.method_cards, comparison_figure=fig,
+        comparison_spec=spec, comparison_columns=list(d.comparison_columns), comparison_rows=list(d.comparison_rows),
+        comparison_caption=d.comparison_caption, combination_note=d.combination_note,
+        model_columns=list(d.model_rows[0]) if d.model_rows else [], model_rows=list(d.model_rows),
+        config_yaml=d.config_yaml)
     written.insert(0, write_text(out_dir / "index.html", html))
     return written, all_problems

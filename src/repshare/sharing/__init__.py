@@ -1,37 +1,9 @@
-"""Representation sharing: adapters (fixed and fitted), the merged classifier, memory/FLOP accounting,
-evaluation, the sharing-point search."""
+"""Representation sharing guided by CKA (Cao et al., MobiCom'24) and beyond.
 
-from repshare.sharing.adapter import (
-    ADAPTERS,
-    LABEL_FREE,
-    RESIZE_METHODS,
-    Adapter,
-    ConvAdapter,
-    MomentsAdapter,
-    adapter_bytes,
-    adapter_flops,
-    channel_index,
-    resize,
-)
-from repshare.sharing.memory import (
-    memory_saved_frac,
-    model_bytes,
-    model_params,
-    offloaded_bytes,
-    offloaded_params,
-)
-from repshare.sharing.merged import (
-    LayeredNet,
-    MergedClassifier,
-    SkipAlignedMerge,
-    align_inputs,
-    crossing_positions,
-    stage_shapes,
-)
-
-__all__ = [
-    "ADAPTERS", "LABEL_FREE", "RESIZE_METHODS", "Adapter", "ConvAdapter", "MomentsAdapter", "adapter_bytes",
-    "adapter_flops", "channel_index", "resize",
-    "memory_saved_frac", "model_bytes", "model_params", "offloaded_bytes", "offloaded_params",
-    "LayeredNet", "MergedClassifier", "SkipAlignedMerge", "align_inputs", "crossing_positions", "stage_shapes",
-]
+Science: ``adapter`` (fixed and fitted adapters), ``fit``, ``merged`` (the merged classifier),
+``memory``, ``evaluate`` (accuracy of merges), ``merges`` (every merge of a protocol, for the
+``evaluate_merged`` stage), ``correlation``, ``search`` (sharing point under a budget), ``study``
+(the analysis), ``claims`` (the paper's claims), ``section`` (dashboard section and comparison
+rows), ``figures``. Import the submodules; this package imports nothing, so a stage pulls in only
+what it uses.
+"""

@@ -1,4 +1,4 @@
-"""Accuracy, memory and FLOPs of every merged (detector stage i -> classifier stage j) pair.
+"""Accuracy of merged (detector stage i -> classifier stage j) classifiers.
 
 ``evaluate_all_pairs`` runs the detector's prefix ONCE per batch (stages 0..max i, every output
 kept) and, for each pair, only the adapter and the classifier's suffix; ``evaluate_pair`` does one
@@ -8,20 +8,18 @@ tensors, so their accuracies agree exactly.
 
 from __future__ import annotations
 
-import csv
 import logging
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 from tqdm.auto import tqdm
 
-from repshare.features.stages import check_stage, in_chunks, run_from, run_stages, stage_modules
+from repshare.features.stages import check_stage, in_chunks, run_from, run_stages
 from repshare.sharing.adapter import Adapter, check_method
-from repshare.sharing.memory import memory_saved_frac, offloaded_bytes, offloaded_params
 from repshare.sharing.merged import MergedClassifier, apply_pre, stage_shapes
+from repshare.utils.progress import progress as show_progress
 
 log = logging.getLogger("repshare")
 
@@ -30,7 +28,8 @@ Pair = tuple[int, int]
 
 
 # --------------------------------------------------------------------------- accuracy
-def _prepare(device: str | torch.device, *mods: nn.Module | None) -> torch.device:
+def prepare_modules(device: str | torch.device, *mods: nn.Module | None) -> torch.device:
+    """Move every module to ``device`` and put it in eval mode; returns the device."""
     device = torch.device(device)
     for m in mods:
         if isinstance(m, nn.Module):
@@ -99,7 +98,7 @@ def evaluate_all_pairs(
     """
     pairs = check_pairs(backbone, classifier, pairs)
     check_method(method)
-    device = _prepare(device, backbone, classifier, det_pre, cls_pre)
+    device = prepare_modules(device, backbone, classifier, det_pre, cls_pre)
     max_i = max(i for i, _ in pairs)
     hits = {p: [0, 0] for p in pairs}
     n, adapters = 0, None
@@ -145,27 +144,31 @@ def evaluate_adapters(
 
     Per batch the detector prefix and the unmerged classifier run once; each merge runs only its
     adapter and the classifier suffix. ``agree`` = fraction of images where the merge predicts the
-    unmerged classifier's class (label-free); ``acc``/``acc_top5`` use the labels. ``chunk``: run
-    every forward ``chunk`` images at a time (same outputs, peak memory bounded; see ``in_chunks``).
+    unmerged classifier's class (label-free); ``acc``/``acc_top5`` use the labels; ``per_image`` is
+    the top-1 hit (bool) of every image, in batch order. ``chunk``: run every forward ``chunk``
+    images at a time (same outputs, peak memory bounded; see ``in_chunks``).
     """
     if not adapters:
         raise ValueError("no adapters to evaluate")
     for _, i, j in adapters:
         check_stage(backbone, i, f"detector stage of pair {(i, j)}")
         check_stage(classifier, j, f"classifier stage of pair {(i, j)}")
-    device = _prepare(device, backbone, classifier, det_pre, cls_pre, *adapters.values())
+    device = prepare_modules(device, backbone, classifier, det_pre, cls_pre, *adapters.values())
     max_i = max(i for _, i, _ in adapters)
     hits = {k: [0, 0, 0] for k in adapters}
+    per_image: dict = {k: [] for k in [*adapters, "baseline"]}  # top-1 hit of every image, batch by batch
     base = [0, 0]
     n = 0
     with torch.inference_mode():
-        for x, y in tqdm(batches, desc="merged pairs", disable=not progress, leave=False):
+        for x, y in show_progress(batches, len(batches) if progress and hasattr(batches, "__len__") else None,
+                                  "merged pairs") if progress else batches:
             x, y = x.to(device), y.to(device)
             ref_logits = in_chunks(lambda t: classifier(apply_pre(cls_pre, t)), x, chunk)
             ref = ref_logits.argmax(1)
             c1, c5 = _correct(ref_logits, y)
             base[0] += c1
             base[1] += c5
+            per_image["baseline"].append((ref == y).cpu().numpy())
             outs = in_chunks(lambda t: run_stages(backbone, apply_pre(det_pre, t), max_i), x, chunk)
             for key, adapter in adapters.items():
                 logits = in_chunks(lambda t, a=adapter, j=key[2]: run_from(classifier, a(t), j), outs[key[1]], chunk)
@@ -173,17 +176,20 @@ def evaluate_adapters(
                 h = hits[key]
                 h[0] += c1
                 h[1] += c5
-                h[2] += int((logits.argmax(1) == ref).sum())
+                pred = logits.argmax(1)
+                h[2] += int((pred == ref).sum())
+                per_image[key].append((pred == y).cpu().numpy())
             n += len(y)
-    # counts kept beside the rates so disjoint evaluations combine exactly
-    res = {k: {**_scores((h[0], h[1]), n), "agree": h[2] / n, "correct": h[0], "correct_top5": h[1], "agreed": h[2]}
-           for k, h in hits.items()}
-    return res, {**_scores(tuple(base), n), "correct": base[0], "correct_top5": base[1]}
+    # counts kept beside the rates so disjoint evaluations combine exactly; per-image hits for intervals
+    flat = {k: np.concatenate(v) if v else np.zeros(0, dtype=bool) for k, v in per_image.items()}
+    res = {k: {**_scores((h[0], h[1]), n), "agree": h[2] / n, "correct": h[0], "correct_top5": h[1], "agreed": h[2],
+               "per_image": flat[k]} for k, h in hits.items()}
+    return res, {**_scores(tuple(base), n), "correct": base[0], "correct_top5": base[1], "per_image": flat["baseline"]}
 
 
 def evaluate_model(model: nn.Module, batches: Iterable[Batch], device: str | torch.device = "cpu") -> dict[str, float | int]:
     """Top-1/top-5 accuracy of ``model`` (raw images in, logits out)."""
-    device = _prepare(device, model)
+    device = prepare_modules(device, model)
     h1 = h5 = n = 0
     with torch.inference_mode():
         for x, y in batches:
@@ -224,74 +230,3 @@ def evaluate_baseline(
             return self.classifier(apply_pre(self.pre, x))
 
     return evaluate_model(_Pre(), batches, device)
-
-
-# --------------------------------------------------------------------------- FLOPs
-def count_flops(fn, *args) -> int:
-    """FLOPs of ``fn(*args)`` by ``torch.utils.flop_counter`` (convs and matmuls)."""
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        fn(*args)
-    return int(counter.get_total_flops())
-
-
-def stage_flops(model: nn.Module, x: torch.Tensor) -> list[int]:
-    """Per-image FLOPs of each stage of ``model`` for the preprocessed input ``x`` (first image used)."""
-    x = x[:1]
-    flops = []
-    with torch.no_grad():
-        for stage in stage_modules(model):
-            flops.append(count_flops(stage, x))
-            x = stage(x)
-    return flops
-
-
-def cumulative_stage_flops(model: nn.Module, x: torch.Tensor) -> list[int]:
-    """Entry k: per-image FLOPs of stages 0..k."""
-    out, total = [], 0
-    for f in stage_flops(model, x):
-        total += f
-        out.append(total)
-    return out
-
-
-# --------------------------------------------------------------------------- pipeline stage
-def pair_rows(
-    results: dict[Pair, dict],
-    classifier: nn.Module,
-    detector: nn.Module,
-    cls_shapes: Sequence[Sequence[int]],
-    cls_flops: Sequence[int],
-    det_flops: Sequence[int],
-) -> list[dict]:
-    """One flat record per pair: accuracy, off-loaded memory, representation size, FLOPs."""
-    rows = []
-    for (i, j), r in sorted(results.items()):
-        c, h, w = cls_shapes[j]
-        rows.append({
-            "i": i,
-            "j": j,
-            "kind": "same" if i == j else "cross",
-            "acc": r["acc"],
-            "acc_top5": r["acc_top5"],
-            "params_offloaded": offloaded_params(classifier, j),
-            "bytes_offloaded": offloaded_bytes(classifier, j),
-            "memory_saved_frac": memory_saved_frac(classifier, detector, j),
-            "size": int(c * h * w),
-            "flops_offloaded": int(cls_flops[j]),
-            "flops_shared": int(det_flops[i]),
-        })
-    return rows
-
-
-def _write_csv(path: Path, rows: list[dict]) -> None:
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-
-
-def run_evaluate_merged(cfg) -> Path:
-    """DVC stage ``evaluate_merged`` (wiring in ``repshare.stages.evaluate_merged``)."""
-    from repshare.stages.evaluate_merged import run
-
-    return run(cfg)

@@ -1,13 +1,17 @@
-"""DVC stage ``train_classifier_color``: the workload's third model, a second EfficientNet-B0
-classifier on the largest object's colour, fine-tuned briefly from the trained shape classifier
-(workload.models: label color_labels, init_from classifier) by the same training code."""
+"""DVC stage ``train_classifier_color``: the workload's third model, a second EfficientNet-B0 classifier on the largest
+object's colour, fine-tuned briefly from the trained shape classifier (its workload entry gives the label
+and ``init_from``). Writes ``results/models/classifier_color/`` and
+``results/metrics/classifier_color.json`` (+ provenance in ``classifier_color_run.json``)."""
 
 from __future__ import annotations
 
-from repshare.training.train import train_classifier
+from omegaconf import DictConfig
+
+from repshare.training import fit_classifier, write_trained
 
 NAME = "classifier_color"
 
 
-def run(cfg) -> dict:
-    return train_classifier(cfg, NAME)
+def run(cfg: DictConfig) -> dict:
+    trained = fit_classifier(cfg, NAME)
+    return {} if trained is None else write_trained(cfg, trained)

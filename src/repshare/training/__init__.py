@@ -1,5 +1,5 @@
-"""Training stages for the two source models."""
+"""Training of the workload's models (Lightning, resumable); the ``train_*`` stages call it."""
 
-from repshare.training.train import train_classifier, train_detector
+from repshare.training.fit import Trained, fit_classifier, fit_detector, write_trained
 
-__all__ = ["train_classifier", "train_detector"]
+__all__ = ["Trained", "fit_classifier", "fit_detector", "write_trained"]

@@ -105,17 +105,22 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
     return Path(path)
 
 
-def csv_text(rows: list[dict]) -> str:
+def csv_text(rows: list[dict], lineterminator: str = "\n") -> str:
     """CSV of ``rows`` (columns: every key in first-seen order; ``empty`` when there are no rows)."""
     import csv
     import io
 
     buf = io.StringIO()
     keys = list(dict.fromkeys(k for r in rows for k in r)) or ["empty"]
-    w = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
+    w = csv.DictWriter(buf, fieldnames=keys, lineterminator=lineterminator)
     w.writeheader()
     w.writerows(rows)
     return buf.getvalue()
+
+
+def write_csv(path: str | os.PathLike, rows: list[dict], lineterminator: str = "\n") -> Path:
+    """The project's one CSV writer (atomic; columns in first-seen order)."""
+    return write_text(path, csv_text(rows, lineterminator))
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
@@ -145,10 +150,12 @@ def _json_default(o: Any) -> Any:
 
 
 @contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_dir(path: str | os.PathLike, stage: str | None = None) -> Iterator[Path]:
     """Build a directory under a temporary name and swap it in whole when the block succeeds.
 
-    The previous directory (if any) stays untouched until the new one is complete.
+    The previous directory (if any) stays untouched until the new one is complete. With ``stage``,
+    the folder gets a ``checksums.json`` of its files (:mod:`repshare.utils.artifacts`) before the
+    swap, so a later stage can verify what it reads.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -157,6 +164,10 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     os.chmod(tmp, 0o755)
     try:
         yield tmp
+        if stage is not None:
+            from repshare.utils.artifacts import record_checksums
+
+            record_checksums(tmp, stage)
         old = None
         if path.exists():
             old = path.with_name(f".{path.name}.old")
