@@ -60,7 +60,10 @@ def test_exact_values_and_missing_ones():
     assert judge(RANGE, exact(32.0)).verdict == "holds"
     assert judge(RANGE, exact(0.0)).verdict == "does not"
     assert judge(RANGE, None).verdict == "not tested"
-    assert judge(RANGE, exact(math.nan)).verdict == "not tested"
+    assert judge(RANGE, exact(math.nan)).verdict == "inconclusive"  # measured, but not a number
+    unreadable = Estimate(math.nan, math.nan, math.nan, 3, "images", "t", interpretable=False)
+    readable_but_not_interpretable = Estimate(0.9, 0.85, 0.95, 3, "images", "t", interpretable=False)
+    assert judge(RANGE, unreadable).verdict == judge(RANGE, readable_but_not_interpretable).verdict == "inconclusive"
 
 
 def test_no_interval_or_not_interpretable_is_inconclusive():

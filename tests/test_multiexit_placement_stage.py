@@ -140,7 +140,7 @@ def test_stage_writes_everything_and_twice_the_same_bytes(cfg):
     assert rows and all(r.method == "meedge_placement" and r.metric == {"classifier": "mAE"} for r in rows)
     assert all(r.bytes_saved <= 0 and r.retrain_seconds == 0 for r in rows)  # branches cost memory; no durations
     sec = read_section(out / "section.json")
-    assert sec.claims == [] and sec.sanity and all(c.passed for c in sec.sanity)
+    assert sec.sanity and all(c.passed for c in sec.sanity)  # claims are judged by compare, from the registry
     assert set(sec.measurements) <= set(QUANTITIES) and "meedge_placement.gain_vs_single_pct" in sec.measurements
     assert "meedge_placement.gain_vs_spinn_pct" not in sec.measurements  # SPINN not trained here: not tested
     doc = json.loads((out / "placements.json").read_text())

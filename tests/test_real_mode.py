@@ -20,7 +20,8 @@ from repshare.training.evaluate import evaluate_models
 
 def _paths(tmp_path) -> list[str]:
     return [f"paths.data_dir={tmp_path / 'data'}", f"paths.results_dir={tmp_path / 'results'}",
-            "logger.wandb_mode=disabled", "capture.device=cpu"]
+            "logger.wandb_mode=disabled", "capture.device=cpu",
+            "sharing.calibration_split=train"]  # the default (select) exists only for the shapes data
 
 
 def test_imagenet_classifier_from_a_local_checkpoint(tmp_path):

@@ -12,7 +12,8 @@ estimate into a verdict with :data:`RULE`:
 - **holds**: the whole interval lies inside the region;
 - **does not**: the interval lies wholly outside it;
 - **inconclusive**: anything else -- an interval that straddles a boundary, an estimate without an
-  interval, or data that cannot carry a verdict (a model at chance);
+  interval, a measurement that is not a number, or data that cannot carry a verdict (a model at
+  chance), checked first so a NaN on one machine and a number on another give the same verdict;
 - **not tested**: no estimate.
 
 A paper's verdict (:func:`paper_verdict`) comes from its primary claims only: ``holds`` when every
@@ -131,10 +132,14 @@ def difference_text(claim: Claim, est: Estimate | None) -> str:
 
 def judge(claim: Claim, est: Estimate | None) -> Judgement:
     """The one verdict rule (module docstring) for one claim and its estimate."""
-    if est is None or not math.isfinite(est.value):
+    if est is None:
         return Judgement(claim, "not tested", "no measurement of " + claim.quantity, est)
+    # Interpretability first: a measurement the data cannot carry is inconclusive whether it came out
+    # finite or NaN (which of the two can depend on the machine; the verdict must not).
     if not est.interpretable:
         return Judgement(claim, "inconclusive", "not interpretable: " + (est.note or "the data cannot carry it"), est)
+    if not math.isfinite(est.value):
+        return Judgement(claim, "inconclusive", f"the measurement of {claim.quantity} is not a number", est)
     if not est.has_interval:
         return Judgement(claim, "inconclusive", f"no interval (n = {est.n} {est.over})", est)
     lo, hi = claim.region()

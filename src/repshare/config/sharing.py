@@ -134,7 +134,7 @@ def _has_calib(split, root) -> str | None:
     if split == "calib" and root.data.name != "imagenet":
         return "only ImageNet data has a calib split (data.calibration_images)"
     if split == "select" and not (root.data.name == "shapes" and (root.data.get("n_select") or 0) > 0):
-        return "only the shapes data has a select split, when data.n_select > 0"
+        return "only the shapes data has a select split (data.n_select > 0): with real data use calib (ImageNet, data.calibration_images) or train"
     return None
 
 

@@ -44,9 +44,18 @@ def compose_raw(overrides: list[str] | None = None, config_name: str = "config")
     """Compose ``conf/`` with Hydra's compose API, as DVC does on ``dvc exp run`` (not validated)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.initialize import get_gh_backup, restore_gh_from_backup
 
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return hydra_compose(config_name=config_name, overrides=list(overrides or []))
+    # Inside a Hydra job (a sweep runs the stages in its own process) Hydra is already initialized:
+    # compose on a cleared instance and give the job its own back afterwards.
+    backup = get_gh_backup()
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return hydra_compose(config_name=config_name, overrides=list(overrides or []))
+    finally:
+        restore_gh_from_backup(backup)
 
 
 def compose(overrides: list[str] | None = None, config_name: str = "config") -> DictConfig:
