@@ -45,7 +45,7 @@ from repshare.utils.io import atomic_dir, write_json  # noqa: E402
 
 UNMERGED = {"classifier": 0.90, "detector": 0.30, "classifier_color": 0.80}
 METRIC = {"classifier": "top1", "detector": "mAP", "classifier_color": "top1"}
-FOLDERS = {"cka_sharing": "cka_sharing", "gemel": "gemel", "meedge": "multiexit", "meedge_placement": "placement"}
+FOLDERS = {"cka_sharing": "analyze", "gemel": "gemel", "meedge": "kd_recover", "meedge_placement": "placement"}
 SECTION_FOLDERS = {**FOLDERS, "concurrency": "concurrency"}
 WRITERS = {"cka_sharing": "analyze", "gemel": "gemel", "meedge": "kd_recover", "meedge_placement": "placement",
            "concurrency": "concurrency"}

@@ -224,7 +224,7 @@ def fake_inputs(results, classifier_top1_hits: int = 55):
         write_json(tmp / "cka.json", cka)
         write_json(tmp / "per_model" / "cka.json", cka)
         (tmp / "per_model" / "cka_heatmap.png").write_bytes(b"\x89PNG fake")
-    with atomic_dir(results / "sharing", stage="evaluate_merged") as tmp:
+    with atomic_dir(results / "evaluate_merged", stage="evaluate_merged") as tmp:
         write_json(tmp / "merges.json", doc)
         np.save(tmp / "correct.npy", hits_for(np.array(accs), N_IMAGES), allow_pickle=False)
         base = np.zeros(N_IMAGES, dtype=np.int8)
@@ -250,12 +250,12 @@ def analyzed(smoke_cfg):
 
 def test_analyze_stage_writes_measurements_rows_and_metrics(analyzed):
     metrics, results, cfg = analyzed
-    out = results / "cka_sharing"
+    out = results / "analyze"
     sec = read_section(out / "section.json")
     assert set(sec.measurements) == set(QUANTITIES)  # every claim's quantity is measured
     assert all(e.interpretable for e in sec.measurements.values())
     # the same-stage |r| is the correlation of the 8 same-stage pairs of the paper's setting (resample)
-    ref = [m for m in json.loads((results / "sharing" / "merges.json").read_text())["merges"]
+    ref = [m for m in json.loads((results / "evaluate_merged" / "merges.json").read_text())["merges"]
            if m["adapter"] == "resample" and m["i"] == m["j"]]
     S = np.asarray(json.loads((results / "cka" / "per_model" / "cka.json").read_text())["cross_stage"])
     want = abs(np.corrcoef([S[m["i"], m["j"]] for m in ref], [m["acc"] for m in ref])[0, 1])
@@ -280,9 +280,9 @@ def test_analyze_is_deterministic(analyzed):
     from repshare.stages.analyze import run
 
     _, results, cfg = analyzed
-    first = {p: p.read_bytes() for p in (results / "cka_sharing").iterdir() if p.suffix in (".json", ".csv")}
+    first = {p: p.read_bytes() for p in (results / "analyze").iterdir() if p.suffix in (".json", ".csv")}
     run(cfg)
-    second = {p: p.read_bytes() for p in (results / "cka_sharing").iterdir() if p.suffix in (".json", ".csv")}
+    second = {p: p.read_bytes() for p in (results / "analyze").iterdir() if p.suffix in (".json", ".csv")}
     assert first == second
 
 
@@ -294,7 +294,7 @@ def test_classifier_at_chance_reads_not_interpretable(smoke_cfg):
     with open_dict(smoke_cfg):
         smoke_cfg.analysis.n_bootstrap = 50
     run(smoke_cfg)
-    sec = read_section(results / "cka_sharing" / "section.json")
+    sec = read_section(results / "analyze" / "section.json")
     assert all(not e.interpretable for e in sec.measurements.values())
     assert "Not interpretable" in sec.summary
 
@@ -305,13 +305,13 @@ def test_corrupt_or_missing_inputs_name_the_file_and_stage(smoke_cfg):
 
     results = __import__("pathlib").Path(smoke_cfg.paths.results_dir)
     fake_inputs(results)
-    path = results / "sharing" / "correct.npy"
+    path = results / "evaluate_merged" / "correct.npy"
     data = bytearray(path.read_bytes())
     data[-1] ^= 1
     path.write_bytes(bytes(data))
     with pytest.raises(ArtifactError, match=r"correct\.npy.*evaluate_merged"):
         run(smoke_cfg)
-    (results / "sharing" / "merges.json").unlink()
+    (results / "evaluate_merged" / "merges.json").unlink()
     with pytest.raises(ArtifactError, match=r"merges\.json.*evaluate_merged"):
         run(smoke_cfg)
     assert not (results / "metrics.json").exists()

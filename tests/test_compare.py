@@ -213,7 +213,7 @@ def test_load_method_rows_bad_file_named_others_kept(tmp_path):
 
 def test_corrupted_inputs_are_caught_by_their_checksums(tmp_path):
     results = write_fixture_results(tmp_path / "results")
-    sec = results / "cka_sharing" / "section.json"
+    sec = results / "analyze" / "section.json"
     data = bytearray(sec.read_bytes())
     data[len(data) // 2] ^= 0x01  # one flipped bit, still valid-looking text
     sec.write_bytes(bytes(data))
@@ -228,7 +228,7 @@ def test_corrupted_inputs_are_caught_by_their_checksums(tmp_path):
 
 def test_load_method_rows_wrong_method_key(tmp_path):
     results = write_fixture_results(tmp_path / "results")
-    rewrite(results, "multiexit", "comparison_rows.json", lambda d: d["rows"][0].update(method="gemel"), "kd_recover")
+    rewrite(results, "kd_recover", "comparison_rows.json", lambda d: d["rows"][0].update(method="gemel"), "kd_recover")
     _, problems = load_method_rows(results, FOLDERS)
     assert len(problems) == 1 and "field 'method' is 'gemel', expected 'meedge'" in problems[0].message
 
@@ -359,28 +359,28 @@ def test_compare_stage_on_fixtures(smoke_cfg):
 
     results = write_fixture_results(Path(smoke_cfg.paths.results_dir))
     out = run(smoke_cfg)
-    comp = json.loads((results / "comparison" / "comparison.json").read_text())
+    comp = json.loads((results / "compare" / "comparison.json").read_text())
     assert {r["method"] for r in comp["rows"]} == {"cka_sharing", "gemel", "meedge", "meedge_placement"}
     front = {(comp["rows"][k]["method"], comp["rows"][k]["setting"]) for k in comp["front"]}
     assert front == FRONT and comp["problems"] == []
-    verdicts = json.loads((results / "comparison" / "verdicts.json").read_text())
+    verdicts = json.loads((results / "compare" / "verdicts.json").read_text())
     assert {v["paper"]: v["verdict"] for v in verdicts["papers"]} == PAPER_VERDICT
     assert "no seed study" in verdicts["intervals"]
-    claims = json.loads((results / "comparison" / "claims.json").read_text())["claims"]
+    claims = json.loads((results / "compare" / "claims.json").read_text())["claims"]
     assert {c["key"]: c["verdict"] for c in claims} == CLAIM_VERDICT
     assert all(c["intervals"] == "run" for c in claims)
-    csv_text = (results / "comparison" / "claims.csv").read_text()
+    csv_text = (results / "compare" / "claims.csv").read_text()
     assert csv_text.splitlines()[0].startswith("key,paper,primary,statement,paper_value,where,subset")
     assert len(csv_text.splitlines()) == len(CLAIM_VERDICT) + 1
     for ext in ("png", "pdf"):
-        assert (results / "comparison" / f"comparison.{ext}").stat().st_size > 5000
-    metrics = json.loads((results / "metrics" / "comparison.json").read_text())
+        assert (results / "compare" / f"comparison.{ext}").stat().st_size > 5000
+    metrics = json.loads((results / "metrics" / "compare.json").read_text())
     assert metrics["n_settings"] == 8 and metrics["n_problems"] == 0
     assert metrics["best_saved_pct_at_target"] == 35 and metrics["best_label_free_saved_pct_at_target"] == 20
     assert {k: v for k, v in metrics.items() if k.startswith("verdict_")} == {
         f"verdict_{p}": v for p, v in PAPER_VERDICT.items()}
     assert (results / "plots" / "comparison.csv").read_text().count("\n") == 9
-    assert json.loads((results / "comparison" / "checksums.json").read_text())["stage"] == "compare"
+    assert json.loads((results / "compare" / "checksums.json").read_text())["stage"] == "compare"
     assert (results / "metrics" / "compare_run.json").is_file()
     assert out["metrics"] == metrics
 
@@ -390,10 +390,10 @@ def test_compare_stage_is_deterministic(smoke_cfg, tmp_path):
 
     results = write_fixture_results(Path(smoke_cfg.paths.results_dir))
     run(smoke_cfg)
-    first = {p.name: p.read_bytes() for p in (results / "comparison").iterdir()}
-    os.rename(results / "comparison", tmp_path / "first")
+    first = {p.name: p.read_bytes() for p in (results / "compare").iterdir()}
+    os.rename(results / "compare", tmp_path / "first")
     run(smoke_cfg)
-    assert {p.name: p.read_bytes() for p in (results / "comparison").iterdir()} == first
+    assert {p.name: p.read_bytes() for p in (results / "compare").iterdir()} == first
 
 
 def params_file(cfg, tmp_path: Path) -> Path:
@@ -421,15 +421,15 @@ def test_bad_inputs_stop_the_stage_with_one_line_unless_allowed(smoke_cfg, tmp_p
     code, line = run_stage_line(run, params, capsys)
     assert code == 2 and len(line.splitlines()) == 1
     assert "bytes_saved_pct" in line and "and 1 more problems" in line and "compare.allow_problems=true" in line
-    assert not (results / "comparison").exists()  # nothing written
+    assert not (results / "compare").exists()  # nothing written
     # allowed: a partial comparison, the problems listed, the missing paper's claims not tested
     with open_dict(smoke_cfg):
         smoke_cfg.compare.allow_problems = True
     run(smoke_cfg)
-    comp = json.loads((results / "comparison" / "comparison.json").read_text())
+    comp = json.loads((results / "compare" / "comparison.json").read_text())
     assert len(comp["problems"]) == 2 and {r["method"] for r in comp["rows"]} == {"cka_sharing", "meedge",
                                                                                   "meedge_placement"}
-    verdicts = {v["paper"]: v for v in json.loads((results / "comparison" / "verdicts.json").read_text())["papers"]}
+    verdicts = {v["paper"]: v for v in json.loads((results / "compare" / "verdicts.json").read_text())["papers"]}
     assert verdicts["concurrency"]["verdict"] == "not tested" and "concurrency" in verdicts["concurrency"]["reason"]
     assert verdicts["gemel"]["verdict"] == PAPER_VERDICT["gemel"]  # its section is fine; its rows are not
 
@@ -460,15 +460,15 @@ def test_study_estimates_feed_the_verdicts_only_for_this_config(smoke_cfg):
     seeds = {claim.quantity: Estimate(sum(inside) / 2, *inside, 3, "seeds", "t")}
     write_study(results / "study", Study(config_fingerprint(smoke_cfg), [0, 1, 2], "abc", seeds))
     run(smoke_cfg)
-    verdicts = {v["paper"]: v for v in json.loads((results / "comparison" / "verdicts.json").read_text())["papers"]}
-    claims = {c["key"]: c for c in json.loads((results / "comparison" / "claims.json").read_text())["claims"]}
+    verdicts = {v["paper"]: v for v in json.loads((results / "compare" / "verdicts.json").read_text())["papers"]}
+    claims = {c["key"]: c for c in json.loads((results / "compare" / "claims.json").read_text())["claims"]}
     assert claims[claim.key]["intervals"] == "seeds" and claims[claim.key]["verdict"] == "holds"
     assert verdicts["concurrency"]["verdict"] == "holds" and verdicts["concurrency"]["intervals"]["seeds"] >= 1
     # another config (a different data size): the study is ignored, and the reason says so
     with open_dict(smoke_cfg):
         smoke_cfg.data.n_val = int(smoke_cfg.data.n_val) + 8
     run(smoke_cfg)
-    doc = json.loads((results / "comparison" / "claims.json").read_text())
+    doc = json.loads((results / "compare" / "claims.json").read_text())
     assert {c["key"]: c["verdict"] for c in doc["claims"]} == CLAIM_VERDICT
     assert "for another config" in doc["intervals"]
     # a corrupt study file is a problem like any other input

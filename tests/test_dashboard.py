@@ -136,7 +136,7 @@ def test_every_registered_claim_is_on_its_pages_with_its_verdict(good_report):
     from repshare.comparison.registry import registry
 
     claims = (good_report / "claims.html").read_text()
-    data = {c["key"]: c for c in json.loads((good_report.parent / "comparison" / "claims.json").read_text())["claims"]}
+    data = {c["key"]: c for c in json.loads((good_report.parent / "compare" / "claims.json").read_text())["claims"]}
     for c in registry():
         assert badge_of(claims, anchor(c.key)) == CLAIM_VERDICT[c.key] == data[c.key]["verdict"], c.key
         method = data[c.key]["method"]
@@ -214,8 +214,8 @@ def test_hostile_strings_stay_text_and_keys_never_become_paths(smoke_cfg):
 
 
 def break_inputs(results: Path) -> None:
-    (results / "multiexit" / "section.json").write_text('{"method": "meedge"}')  # no title
-    record_checksums(results / "multiexit", "kd_recover")
+    (results / "kd_recover" / "section.json").write_text('{"method": "meedge"}')  # no title
+    record_checksums(results / "kd_recover", "kd_recover")
     doc = json.loads((results / "gemel" / "comparison_rows.json").read_text())
     doc["rows"][0]["labels_used"] = "yes"
     write_json(results / "gemel" / "comparison_rows.json", doc)
@@ -234,12 +234,12 @@ def test_bad_method_files_stop_the_report_unless_allowed(smoke_cfg, tmp_path, ca
     rep = build(smoke_cfg, break_inputs)
     index = (rep / "index.html").read_text()
     assert "Problems in this run" in index
-    assert "multiexit/section.json: malformed report section: missing field &#39;title&#39;" in index
+    assert "kd_recover/section.json: malformed report section: missing field &#39;title&#39;" in index
     assert "gemel/comparison_rows.json row 0: field &#39;labels_used&#39; must be true or false" in index
     assert "concurrency/figures/concurrency_1.png" in index and "figures[1].path" in index
     # the broken section's page exists, says why; the others are whole
     meedge = (rep / "meedge.html").read_text()
-    assert "multiexit/section.json" in meedge and not images_in(meedge)
+    assert "kd_recover/section.json" in meedge and not images_in(meedge)
     conc = (rep / "concurrency.html").read_text()
     assert len(images_in(conc)) == 1 and "Figure missing" in conc
     assert len(images_in((rep / "gemel.html").read_text())) == 2  # its section is fine, its rows are not
@@ -262,7 +262,7 @@ def test_a_missing_comparison_is_one_line(smoke_cfg):
     from repshare.stages import report
 
     write_fixture_results(Path(smoke_cfg.paths.results_dir))
-    with pytest.raises(ValueError, match=r"missing file .*comparison/comparison.json: rerun the compare stage"):
+    with pytest.raises(ValueError, match=r"missing file .*compare/comparison.json: rerun the compare stage"):
         report.run(smoke_cfg)
 
 
@@ -274,11 +274,11 @@ def test_run_diff_lists_what_changed(good_report, tmp_path, capsys):
     a = good_report.parent
     b = tmp_path / "b"
     shutil.copytree(a, b)
-    claims = json.loads((b / "comparison" / "claims.json").read_text())
+    claims = json.loads((b / "compare" / "claims.json").read_text())
     flipped = claims["claims"][0]
     flipped["verdict"], flipped["ours"] = "does not", "9.000 [8.000, 10.000] (200 images)"
-    write_json(b / "comparison" / "claims.json", claims)
-    record_checksums(b / "comparison", "compare")
+    write_json(b / "compare" / "claims.json", claims)
+    record_checksums(b / "compare", "compare")
     out = tmp_path / "diff.html"
     assert main([str(a), str(b), "--out", str(out)]) == 0
     html = out.read_text()
@@ -388,7 +388,7 @@ def test_provenance_from_run_records_lock_and_overrides(tmp_path):
         ("gemel", "results/gemel/gemel_run.json"), ("prepare", "data/prepare_run.json"),
         ("train_classifier", "results/metrics/classifier_run.json")]
     lock = tmp_path / "dvc.lock"
-    lock.write_text("schema: '2.0'\nstages:\n  compare:\n    cmd: x\n    outs:\n    - path: results/comparison\n"
+    lock.write_text("schema: '2.0'\nstages:\n  compare:\n    cmd: x\n    outs:\n    - path: results/compare\n"
                     "      md5: 0123abcd.dir\n      size: 10\n    - path: results/metrics/compare_run.json\n"
                     "      md5: 5555\n")
     got = prov.summary(records, prov.lock_hashes(lock), prov.overrides({"a": {"b": 1, "c": 2}, "d": 3},
@@ -396,6 +396,6 @@ def test_provenance_from_run_records_lock_and_overrides(tmp_path):
     assert got["commits"] == [{"Commit": "c1", "Stages": "gemel, prepare"}, {"Commit": "c2", "Stages": "train_classifier"}]
     assert got["versions"] == [{"Package": "numpy", "Version": "2.1 / 2.2"}]
     assert got["machines"] == [{"Machine": "cpu_count 2", "Stages": "gemel, prepare, train_classifier"}]
-    assert got["lock"] == [{"Stage": "compare", "Output": "results/comparison", "md5": "0123abcd.dir"}]
+    assert got["lock"] == [{"Stage": "compare", "Output": "results/compare", "md5": "0123abcd.dir"}]
     assert got["overrides"] == ["a.c=2", "d=3"]
     assert "2026-01-01" not in json.dumps(got) and prov.lock_hashes(tmp_path / "absent.lock") == []

@@ -130,7 +130,7 @@ def test_part1_stages_end_to_end(prepared):
     # Same inputs, same seed: byte-identical outputs (provenance and durations live in *_run.json only).
     again = elsewhere(cfg, "again")
     run_part1(again)
-    for sub in ("branches", "self_merge", "multiexit"):
+    for sub in ("branches", "self_merge", "kd_recover"):
         assert files_of(Path(cfg.paths.results_dir) / sub) == files_of(Path(again.paths.results_dir) / sub), sub
 
     # A corrupt input stops the next consuming stage with one line naming the file and the stage to rerun.
@@ -165,7 +165,7 @@ def test_part1_without_merges_or_select_split_still_reports(prepared):
     assert doc["select_source"] == "train holdout" and doc["n_select"] == f.n_holdout == 16
     assert doc["n_fit"] == f.n_train - f.n_holdout
     assert not [r for r in merge["branches"] if r["merged"]] and kd["recovered"] == []
-    root = Path(cfg.paths.results_dir) / "multiexit"
+    root = Path(cfg.paths.results_dir) / "kd_recover"
     assert read_rows(root / "comparison_rows.json") == []
     section = read_section(root / "section.json")
     assert "meedge.rule_kd_minus_control_top1" not in section.measurements

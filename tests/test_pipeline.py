@@ -48,14 +48,27 @@ def test_every_stage_entry_point_is_a_sweep_stage():
     assert list(STAGES) == [f"repshare.stages.{n}:run" for n in ALL_STAGES if n != "validate"]
 
 
+def result_bytes(cfg) -> dict[str, bytes]:
+    """Every file a run leaves, but provenance (``*_run.json``), W&B logs and Lightning's resume state."""
+    out = {}
+    for root in (Path(cfg.paths.data_dir), Path(cfg.paths.results_dir)):
+        for f in sorted(root.rglob("*")):
+            rel = f.relative_to(root)
+            if f.is_file() and not f.name.endswith("_run.json") and rel.parts[0] not in ("wandb", "train_state"):
+                out[f"{root.name}/{rel}"] = f.read_bytes()
+    return out
+
+
 @pytest.mark.slow
-def test_smoke_pipeline_end_to_end(smoke_cfg):
-    """prepare -> train both -> cka -> merged evaluation -> analysis, as `dvc repro` runs them."""
+def test_smoke_pipeline_end_to_end_and_twice_the_same_bytes(smoke_cfg, tmp_path):
+    """prepare -> train -> every method -> compare -> report, as `dvc repro` runs them; then the whole
+    pipeline again from scratch (same seed, same threads) into another folder: every result file is
+    byte-identical outside the provenance files, verdicts included."""
     run_pipeline(smoke_cfg)
     results = Path(smoke_cfg.paths.results_dir)
     cka = json.loads((results / "cka" / "cka.json").read_text())
     assert len(cka["cross_stage"]) == 8 and len(cka["cross_stage"][0]) == 8
-    pairs = json.loads((results / "sharing" / "pairs.json").read_text())
+    pairs = json.loads((results / "evaluate_merged" / "pairs.json").read_text())
     assert len(pairs["pairs"]) == 64
     metrics = json.loads((results / "metrics.json").read_text())
     assert "r_same_S" in metrics and "classifier_top1" in metrics
@@ -70,6 +83,18 @@ def test_smoke_pipeline_end_to_end(smoke_cfg):
     assert "provenance" not in pairs and "seconds" not in pairs
     run = json.loads((results / "metrics" / "evaluate_merged_run.json").read_text())
     assert run["config"]["experiment_name"] == "smoke" and "torch" in run["versions"]
+
+    again = smoke_cfg.copy()
+    again.paths.data_dir, again.paths.results_dir = str(tmp_path / "again" / "data"), str(tmp_path / "again" / "results")
+    again.logger.dir = str(tmp_path / "again" / "results" / "wandb")
+    run_pipeline(again)
+    # The dashboard prints the config, whose paths name each run's own folder: the one legitimate difference.
+    first = {k: v.replace(str(tmp_path).encode(), b"<run>") for k, v in result_bytes(smoke_cfg).items()}
+    second = {k: v.replace(str(tmp_path / "again").encode(), b"<run>") for k, v in result_bytes(again).items()}
+    assert len(first) > 100 and "results/compare/verdicts.json" in first
+    assert sorted(first) == sorted(second)
+    differ = sorted(k for k in first if first[k] != second[k] and k != "results/report/checksums.json")
+    assert not differ, f"{len(differ)} files differ between two runs from scratch: {differ[:10]}"
 
 
 def test_stage_entry_point_exits_nonzero_when_an_input_is_missing(tmp_path):

@@ -7,6 +7,7 @@ import errno
 import importlib.util
 import os
 import pickle
+import re
 import socket
 import subprocess
 import sys
@@ -317,3 +318,42 @@ def test_stage_record_times_the_whole_stage(smoke_cfg, tmp_path):
 
     run_stage(stage, ["--params", str(path)])
     assert read_json(tmp_path / "late_log_run.json")["seconds"] >= 0.3
+
+
+# ------------------------------------------------- the newer stages' keys (issues 24 and 29), as Hydra overrides
+@pytest.mark.parametrize("override, key", [
+    ("multiexit.kd.curve_fractions=[]", "multiexit.kd.curve_fractions"),
+    ("multiexit.latency.warmup=-1", "multiexit.latency.warmup"),
+    ("concurrency.grouping_units=[]", "concurrency.grouping_units"),
+    ("concurrency.grouping_units=[100]", "concurrency.grouping_units"),  # more units than the 12-vertex graphs
+    ("concurrency.generators=[er,er]", "concurrency.generators"),
+    ("concurrency.network.image_size=1", "concurrency.network.image_size"),
+    ("concurrency.dp_sweep.betas=[]", "concurrency.dp_sweep.betas"),
+    ("concurrency.n_vertices=[100000]", "concurrency.n_vertices"),  # would not fit the machine
+    ("concurrency.seed=-1", "concurrency.seed"),
+    ("seed=-1", "seed"),
+    ("placement.horizon_factors=[]", "placement.horizon_factors"),
+    ("placement.variants=[]", "placement.variants"),
+    ("analysis.budget_fracs=[]", "analysis.budget_fracs"),
+    ("paths.results_dir=''", "paths.results_dir"),
+    ("+compare.sections_only.x=../../../../x", "compare.sections_only.x"),  # a page name that is a path
+    ("compare.methods.gemel=../../x", "compare.methods.gemel"),
+    ("workload.models.0.name=../../x", "workload.models[0].name"),  # a model name that is a path
+    ("workload.models.0.metric=foo", "workload.models[0].metric"),
+    ("workload.models.0.task=segmentation", "workload.models[0].task"),
+    ("workload.models=[]", "workload.models"),
+    ("data._target_=repshare.utils.io.clean_stale_temps", "data._target_"),  # a public function, not a data source
+])
+def test_newer_stages_bad_values_stop_at_compose_naming_the_key(override, key):
+    from repshare.config import compose_raw
+
+    with pytest.raises(ConfigError, match=re.escape(key)):
+        validate_config(compose_raw(["experiment=smoke", override]))
+
+
+def test_a_bad_value_is_one_line_and_exit_2_from_the_command_line(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "pipelines" / "compose.py"), "experiment=smoke",
+                           "placement.variants=[]"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and "placement.variants" in lines[0], proc.stderr

@@ -88,14 +88,14 @@ def test_pipeline_writes_every_protocol_and_adapter(smoke_cfg, monkeypatch):
     same_hw = [s[1:] for s in shared["shapes"]["detector"]] == [s[1:] for s in shared["shapes"]["classifier"]]
     assert same_hw  # shared input: same-stage resolutions match (no resizing)
     # the paper's setting is scored on all images and equals the original all-pairs evaluation
-    pairs = json.loads((results / "sharing" / "pairs.json").read_text())
+    pairs = json.loads((results / "evaluate_merged" / "pairs.json").read_text())
     batches = [(torch.from_numpy(val[a:a + 8]).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(val_labels[a:a + 8]))
                for a in (0, 8, 16)]
     ref = evaluate_all_pairs(donor, Pre(24), cls, Pre(16), batches, [(i, j) for i in range(3) for j in range(3)])
     assert pairs["n"] == 20 and len(pairs["pairs"]) == 9
     for r in pairs["pairs"]:
         assert r["acc"] == ref[(r["i"], r["j"])]["acc"] and r["acc_top5"] == ref[(r["i"], r["j"])]["acc_top5"]
-    merges = json.loads((results / "sharing" / "merges.json").read_text())
+    merges = json.loads((results / "evaluate_merged" / "merges.json").read_text())
     cells = {(m["protocol"], m["adapter"]) for m in merges["merges"]}
     assert cells == {(p, a) for p in ("per_model", "shared") for a in ("resample", "moments", "lstsq", "distill", "supervised")}
     by = {(m["protocol"], m["adapter"], m["i"], m["j"]): m for m in merges["merges"]}
@@ -106,14 +106,14 @@ def test_pipeline_writes_every_protocol_and_adapter(smoke_cfg, monkeypatch):
     assert by[("per_model", "resample", 1, 2)]["n"] == 20 and by[("per_model", "resample", 1, 2)]["n_variants"] == 16
     assert by[("shared", "supervised", 0, 0)]["labels_used"] and not by[("shared", "distill", 0, 0)]["labels_used"]
     # outputs of the analysis
-    out = results / "cka_sharing"
+    out = results / "analyze"
     rows = read_rows(out / "comparison_rows.json")
     assert len(rows) == len(merges["merges"])
     assert {r.labels_used for r in rows if r.extra["adapter"] == "supervised"} == {True}
     assert not any(r.labels_used for r in rows if r.extra["adapter"] != "supervised")
     sec = read_section(out / "section.json")
     assert sec.method == "cka_sharing" and {"cka.abs_r_same", "cka.gap_flops_same", "cka.s_prime"} <= set(sec.measurements)
-    hits = np.load(results / "sharing" / "correct.npy")
+    hits = np.load(results / "evaluate_merged" / "correct.npy")
     assert hits.shape == (len(merges["merges"]), 20)
     for k, m in enumerate(merges["merges"]):  # each merge's per-image hits give its accuracy, on its own n images
         assert (hits[k, : m["n"]] >= 0).all() and hits[k, : m["n"]].mean() == pytest.approx(m["acc"])
@@ -149,7 +149,7 @@ def test_label_free_adapters_never_read_calibration_labels(smoke_cfg, tmp_path, 
             smoke_cfg.adapter.resample = None
         fake_cka(tmp_path / where)
         evaluate_merged.run(smoke_cfg)
-        doc = json.loads((tmp_path / where / "sharing" / "merges.json").read_text())
+        doc = json.loads((tmp_path / where / "evaluate_merged" / "merges.json").read_text())
         return {(m["protocol"], m["adapter"], m["i"], m["j"]): (m["acc"], m["agree"]) for m in doc["merges"]}
 
     a = merges_with(np.random.default_rng(5).integers(0, 5, 24).astype(np.int64), "a")
@@ -165,7 +165,7 @@ def test_bad_inputs_are_named_and_earlier_results_stay(smoke_cfg, monkeypatch):
     cfg = configure(smoke_cfg)
     from repshare.stages import evaluate_merged
 
-    earlier = Path(cfg.paths.results_dir) / "sharing" / "merges.json"
+    earlier = Path(cfg.paths.results_dir) / "evaluate_merged" / "merges.json"
     write_json(earlier, {"earlier": True})
     with pytest.raises(FileNotFoundError, match=r"cka/per_model/cka\.json.*cka stage"):
         evaluate_merged.run(cfg)  # the trained adapters need the protocol's CKA

@@ -115,7 +115,7 @@ def test_multirun_gives_one_finished_run_per_job_with_config_tables_and_summary(
         assert ["paths.results_dir", str(job / "results")] in config_rows
         # the comparison table: the same rows as the comparison stage's own CSV
         rows, columns = table_rows(run, "compare/comparison")
-        with open(job / "results" / "comparison" / "comparison.csv", newline="") as f:
+        with open(job / "results" / "compare" / "comparison.csv", newline="") as f:
             local = list(csv.DictReader(f))
         assert len(rows) == len(local) > 0 and sorted(columns) == sorted(local[0])
         assert [r[columns.index("Setting")] for r in rows] == [r["Setting"] for r in local]

@@ -28,7 +28,7 @@ KEPT_MODES = ("min", "mean")
 # The workload's metric name -> its key in results/metrics/<model>.json (written by training).
 METRIC_KEYS = {"top1": "top1", "top5": "top5", "mAP": "map", "mAP50": "map_50", "mAE": "mae"}
 # results/<folder> -> the stage that writes it (named in "rerun the ... stage" messages).
-WRITERS = {"cka_sharing": "analyze", "gemel": "gemel", "multiexit": "kd_recover", "placement": "placement",
+WRITERS = {"analyze": "analyze", "gemel": "gemel", "kd_recover": "kd_recover", "placement": "placement",
            "concurrency": "concurrency"}
 
 

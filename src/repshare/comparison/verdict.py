@@ -142,7 +142,7 @@ CSV_COLUMNS = ("key", "paper", "primary", "statement", "paper_value", "where", "
 
 
 def csv_rows(reports: Sequence[PaperReport]) -> list[dict[str, Any]]:
-    """One flat row per claim (results/comparison/claims.csv)."""
+    """One flat row per claim (results/compare/claims.csv)."""
     out = []
     for r in reports:
         for c in r.claims:
@@ -154,7 +154,7 @@ def csv_rows(reports: Sequence[PaperReport]) -> list[dict[str, Any]]:
 
 
 def verdicts_doc(reports: Sequence[PaperReport], study_note: str) -> dict[str, Any]:
-    """results/comparison/verdicts.json: the paper verdicts, their counts, the rule and the intervals used."""
+    """results/compare/verdicts.json: the paper verdicts, their counts, the rule and the intervals used."""
     return {
         "rule": RULE, "verdicts": list(PAPER_VERDICTS), "intervals": study_note,
         "papers": [{"paper": r.paper, "title": r.title, "citation": r.citation, "methods": r.methods,

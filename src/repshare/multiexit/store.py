@@ -61,7 +61,7 @@ class Part1:
     @property
     def report_dir(self) -> Path:
         """The method folder the comparison and the dashboard read (``compare.methods.meedge``)."""
-        return Path(self.results_dir) / "multiexit"
+        return Path(self.results_dir) / "kd_recover"
 
     @property
     def profiles(self) -> Path:

@@ -4,9 +4,9 @@
 
 A and B are each a results folder (``results/``, a sweep job's ``multirun/.../0/results``, a copy
 from another machine) or a git revision (``HEAD~1``, a tag, a commit) whose ``results/`` DVC can read
-(``dvc.api.read``: from the cache or the remote). Reads ``comparison/claims.json`` and
+(``dvc.api.read``: from the cache or the remote). Reads ``compare/claims.json`` and
 ``verdicts.json`` (verified against the compare stage's checksums in a folder),
-``metrics/comparison.json`` and ``metrics/compare_run.json`` (provenance: commit, config, versions,
+``metrics/compare.json`` and ``metrics/compare_run.json`` (provenance: commit, config, versions,
 machine; optional). Writes one static page (no script, no network) in the dashboard's style. Bad
 input: one line naming the file, exit status 2.
 """
@@ -24,8 +24,8 @@ from typing import Any
 from repshare.report.provenance import flat
 from repshare.utils.io import write_text
 
-FILES = {"claims": "comparison/claims.json", "verdicts": "comparison/verdicts.json",
-         "metrics": "metrics/comparison.json", "run": "metrics/compare_run.json"}
+FILES = {"claims": "compare/claims.json", "verdicts": "compare/verdicts.json",
+         "metrics": "metrics/compare.json", "run": "metrics/compare_run.json"}
 VERIFIED = ("claims", "verdicts")
 OPTIONAL = ("metrics", "run")
 

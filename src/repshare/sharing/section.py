@@ -255,7 +255,7 @@ def frame_rows(rows: pd.DataFrame | list[dict]) -> list[dict]:
 
 
 def study_tables(st: Study) -> dict[str, list[dict]]:
-    """The csv files of ``results/cka_sharing/`` (file name -> rows)."""
+    """The csv files of ``results/analyze/`` (file name -> rows)."""
     out = {"merges.csv": frame_rows(st.merges), "correlations.csv": frame_rows(st.corr)}
     if st.sweeps:
         sweep = [{**r, "chosen": "; ".join(r["chosen"]) if isinstance(r["chosen"], list) else r["chosen"]}

@@ -1,7 +1,7 @@
 """DVC stage ``analyze``: the CKA-sharing study on the merges (science: :mod:`repshare.sharing.study`).
 
-Reads ``results/cka`` and ``results/sharing`` (merges.json, correct.npy; verified against their
-checksums) and the models' metrics; writes ``results/figures/`` (Figs. 3, 4 of the paper's setting), ``results/cka_sharing/``
+Reads ``results/cka`` and ``results/evaluate_merged`` (merges.json, correct.npy; verified against their
+checksums) and the models' metrics; writes ``results/figures/`` (Figs. 3, 4 of the paper's setting), ``results/analyze/``
 (section.json for the dashboard, comparison_rows.json, tables, figures), ``results/metrics.json``
 and the DVC plot csvs. Provenance and durations go to ``results/metrics/analyze_run.json`` only.
 """
@@ -52,11 +52,11 @@ def read_inputs(results: Path) -> dict[str, Any]:
 
     from repshare.utils.artifacts import read_json_verified, verify_file
 
-    merges = read_json_verified(results / "sharing" / "merges.json", "evaluate_merged")
+    merges = read_json_verified(results / "evaluate_merged" / "merges.json", "evaluate_merged")
     out = {"merges": merges, "cka_by_protocol": {p: read_json_verified(results / "cka" / p / "cka.json", "cka")
                                                  for p in merges.get("protocols", [])}}
     for name in ("correct", "baseline_correct"):
-        path = verify_file(results / "sharing" / f"{name}.npy", "evaluate_merged")
+        path = verify_file(results / "evaluate_merged" / f"{name}.npy", "evaluate_merged")
         out[name] = np.load(path, allow_pickle=False)
     if out["correct"].shape[0] != len(merges.get("merges", [])):
         raise ValueError(f"{results / 'sharing' / 'correct.npy'} has {out['correct'].shape[0]} rows for "
@@ -102,7 +102,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         figs.fig4_acc_vs_s(st.pairs, fig_dir / "fig4_acc_vs_s", st.hinge, st.rows)
         for name, table in sec.figure_tables(st).items():
             write_csv(fig_dir / name, table)
-    with RunLog(cfg, STAGE, results / "metrics") as runlog, atomic_dir(results / sec.METHOD, stage=STAGE) as tmp:
+    with RunLog(cfg, STAGE, results / "metrics") as runlog, atomic_dir(results / STAGE, stage=STAGE) as tmp:
         for name in ("fig3_abs_r", "fig4_acc_vs_s"):
             for ext in ("png", "pdf"):
                 shutil.copyfile(results / "figures" / f"{name}.{ext}", tmp / f"{name}.{ext}")

@@ -133,7 +133,7 @@ def run(cfg: DictConfig) -> dict:
         for f in figs:
             if f.suffix == ".png":
                 runlog.log_image("acc_vs_latency", f)
-    write_json(metrics_dir / "multiexit_branches.json", {
+    write_json(metrics_dir / "branches.json", {
         "n_branches": len(profiles), "n_survived": len(survivors), "final_accuracy": backbone["final_accuracy"],
         "best_branch_accuracy": max(p["accuracy"] for p in profiles),
         "mean_survivor_accuracy": float(np.mean([p["accuracy"] for p in survivors])) if survivors else None})

@@ -6,8 +6,8 @@ workload model's unmerged accuracy from ``results/metrics/<model>.json``, and th
 ``results/study/estimates.json`` when present. Applies the claim registry with the one verdict rule
 (:mod:`repshare.comparison.verdict`). An input with a problem stops the stage with one line (exit 2)
 unless ``compare.allow_problems=true``, which lists the problems (file and field named) for a partial
-dashboard. Writes ``results/comparison/`` (comparison, claims and verdicts as json/csv, the figure),
-``results/metrics/comparison.json`` (DVC metrics) and ``results/plots/comparison.csv``.
+dashboard. Writes ``results/compare/`` (comparison, claims and verdicts as json/csv, the figure),
+``results/metrics/compare.json`` (DVC metrics) and ``results/plots/comparison.csv``.
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     check_registry()  # a bad claim entry: one line naming it, before any input is read
     results = Path(cfg.paths.results_dir)
     c = cfg.compare
-    # Provenance beside the metrics (a cache: false out), not inside results/comparison/ which the
+    # Provenance beside the metrics (a cache: false out), not inside results/compare/ which the
     # report stage hashes: an unchanged comparison keeps its hash.
     with RunLog(cfg, "compare", results / "metrics", group="comparison") as runlog:
         row_folders, section_folders = method_folders(OmegaConf.to_container(c.methods),
@@ -108,7 +108,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         _, shortlist = comparison_table(comp, METHOD_NAMES, only=highlights(comp))
         metrics = headline(comp, float(c.keep_target), reports)
         claims = [row for r in reports for row in r.claims]
-        with atomic_dir(results / "comparison", stage="compare") as out:
+        with atomic_dir(results / "compare", stage="compare") as out:
             write_json(out / "comparison.json", strict({
                 "models": comp.models, "unmerged": comp.unmerged, "metric": metric_of,
                 "accuracy_kept": str(c.accuracy_kept), "keep_target": float(c.keep_target),
@@ -121,7 +121,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             write_json(out / "verdicts.json", strict(verdicts_doc(reports, study_note)))
             write_csv(out / "comparison.csv", [{k: ("" if v is None else v) for k, v in r.items()} for r in table])
             comparison_figure(comp, out / "comparison", METHOD_NAMES, keep_target=float(c.keep_target))
-        write_json(results / "metrics" / "comparison.json", strict(metrics))
+        write_json(results / "metrics" / "compare.json", strict(metrics))
         keys = ("method", "setting", "bytes_saved_pct", "accuracy_kept", "labels_used", "on_front")
         write_csv(results / "plots" / "comparison.csv", [{k: r[k] for k in keys} for r in comp.rows])
 

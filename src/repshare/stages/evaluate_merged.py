@@ -3,7 +3,7 @@
 Adapters are fitted on ``sharing.n_calibration`` images of ``sharing.calibration_split`` (a split
 apart from the report split ``val``); every merge is scored on the first ``sharing.n_eval_variants``
 report images and the paper's setting (``resample``, ``per_model``) on all ``sharing.n_eval``
-(science: :mod:`repshare.sharing.merges`). Writes ``results/sharing/``: pairs.json/csv (the paper's
+(science: :mod:`repshare.sharing.merges`). Writes ``results/evaluate_merged/``: pairs.json/csv (the paper's
 setting), merges.json/csv (every merge), correct.npy (per-image top-1 hits, rows = merges.json order)
 and baseline_correct.npy, with a checksums.json; durations go to ``results/metrics/evaluate_merged_run.json``.
 """
@@ -128,7 +128,7 @@ def run(cfg: DictConfig) -> Path:
               "n_calibration": 0 if calib_images is None else len(calib_images), "n_eval": n_eval,
               "n_variants": scored[protocols[0]].baseline["n_variants"], "report_split": "val"}
     correct = {(p, *k): v for p in protocols for k, v in scored[p].correct.items()}
-    with RunLog(cfg, STAGE, results_dir / "metrics") as runlog, atomic_dir(results_dir / "sharing", stage=STAGE) as tmp:
+    with RunLog(cfg, STAGE, results_dir / "metrics") as runlog, atomic_dir(results_dir / "evaluate_merged", stage=STAGE) as tmp:
         write_json(tmp / "pairs.json", pairs)
         write_csv(tmp / "pairs.csv", reference, lineterminator="\r\n")
         write_json(tmp / "merges.json", merges)
@@ -139,5 +139,5 @@ def run(cfg: DictConfig) -> Path:
         runlog.log_table("merges", records)
         runlog.summary(baseline_acc=pairs["baseline"]["acc"], n=pairs["n"], n_merges=len(records),
                        **{f"{p}/{k}": round(v, 2) for p in protocols for k, v in scored[p].seconds.items()})
-    log.info("evaluate_merged: %d merges -> %s", len(records), results_dir / "sharing")
-    return results_dir / "sharing"
+    log.info("evaluate_merged: %d merges -> %s", len(records), results_dir / "evaluate_merged")
+    return results_dir / "evaluate_merged"

@@ -107,7 +107,7 @@ def run(cfg: DictConfig) -> dict:
                        control_seconds=round(sum(x.seconds for x in control.values()), 2),
                        seconds=round(time.perf_counter() - t_start, 2))
     mean = (lambda k: float(np.mean([r[k] for r in rec_rows])) if rec_rows else None)
-    write_json(metrics_dir / "multiexit_kd_recover.json", {
+    write_json(metrics_dir / "kd_recover.json", {
         "n_recovered": len(rec_rows), "bytes_saved": 4 * sum(r["params_saved"] for r in rec_rows),
         "mean_acc": mean("accuracy"), "mean_acc_merged": mean("acc_merged"), "mean_acc_recovered": mean("acc_recovered"),
         "mean_acc_control": mean("acc_control")})

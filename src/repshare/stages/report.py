@@ -1,7 +1,7 @@
 """DVC stage ``report``: the reviewer dashboard in ``results/report/`` (last stage of the pipeline).
 
 Reads (each verified against its writer's checksums.json) the comparison stage's
-``results/comparison/`` (comparison, claims, verdicts, figure) and every method's ``section.json``
+``results/compare/`` (comparison, claims, verdicts, figure) and every method's ``section.json``
 and figures, plus the ``<stage>_run.json`` records and ``dvc.lock`` for the provenance footer, and
 renders static pages with :func:`repshare.report.render.render_dashboard`. A missing or malformed
 input stops the stage with one line (exit 2) unless ``compare.allow_problems=true``, which shows the
@@ -99,7 +99,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                                                       OmegaConf.to_container(cfg.compare.sections_only))
         sections, sec_problems = load_sections(results, section_folders)
         problems = [Problem(METHOD_NAMES.get(p.method, p.method), p.file, p.message) for p in sec_problems]
-        comp_dir = results / "comparison"
+        comp_dir = results / "compare"
         comp, claims, verdicts, comp_problems = read_comparison(comp_dir, [c.key for c in registry()])
         problems += comp_problems
         seen = {p.file for p in problems}  # the comparison's own problems, those not found again here
@@ -126,7 +126,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             comparison_columns=comp.get("columns", []), comparison_rows=shortlist, comparison_points=comp.get("rows", []),
             comparison_caption=(f"{len(shortlist)} of {len(comp.get('table', []))} settings: both Pareto fronts and each "
                                 "method's best setting at the accuracy target; every setting is in "
-                                "results/comparison/comparison.csv. Accuracy kept = the "
+                                "results/compare/comparison.csv. Accuracy kept = the "
                                 f"{comp.get('accuracy_kept', 'min')} over the workload's models of accuracy relative "
                                 "to unmerged (a model a setting does not touch keeps 1). Memory saved is of the whole "
                                 "workload's weight bytes."),

@@ -73,7 +73,7 @@ def run(cfg: DictConfig) -> dict:
         runlog.summary(n_merged=len(done), params_saved=sum(r["params_saved"] for r in done),
                        seconds=round(time.perf_counter() - t_start, 2))
     mean = (lambda k: float(np.mean([r[k] for r in done])) if done else None)
-    write_json(metrics_dir / "multiexit_self_merge.json", {
+    write_json(metrics_dir / "self_merge.json", {
         "n_merged": len(done), "params_saved": sum(r["params_saved"] for r in done), "mean_acc": mean("accuracy"),
         "mean_acc_merged": mean("acc_merged"), "twin_pairs": len(tw.rows)})
     write_csv(results / "plots" / "multiexit_self_vs_twin.csv", [
