@@ -186,3 +186,24 @@ def test_chance_guard_by_hand():
 
 def test_query_accuracy_by_hand():
     assert query_accuracy({"a": 0.8, "b": 0.4}, {"a": 1.0, "b": 0.5}) == pytest.approx((0.8 + 0.2) / 2)
+
+
+def test_frames_gain_at_a_ceiling_is_not_interpretable_and_so_inconclusive():
+    """When the unmerged workload already processes every frame, a gain of 0 says nothing about the claim:
+    the estimate is flagged (like a model at chance) and the claim reads inconclusive, never 'does not'."""
+    from repshare.claims import judge
+    from repshare.gemel.claims import CLAIMS
+    from repshare.gemel.study import FrameResult, frames_ceiling
+    from repshare.stats import Estimate
+
+    claim = next(c for c in CLAIMS if c.key == "gemel.more_frames")
+    zero = Estimate(0.0, 0.0, 0.0, 3, "trials", "decisions", note="simulated")
+    full = FrameResult("unmerged", 10, processed=900, frames=900, processed_per_model={}, frames_per_model=300,
+                       loads=0, load_ms=0.0)
+    short = FrameResult("unmerged", 10, processed=700, frames=900, processed_per_model={}, frames_per_model=300,
+                        loads=0, load_ms=0.0)
+    assert judge(claim, zero).verdict == "does not"  # a real measurement of no gain
+    capped = frames_ceiling(zero, full)
+    assert not capped.interpretable and "every frame" in capped.note
+    assert judge(claim, capped).verdict == "inconclusive"
+    assert frames_ceiling(zero, short) is zero  # frames were dropped: the gain is a measurement

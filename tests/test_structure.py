@@ -144,3 +144,36 @@ def test_the_import_scanner_sees_lazy_and_package_imports(tmp_path):
     assert {"repshare", "repshare.training"} <= got
     got_fit = {module_name(f) for f in direct_imports(PKG / "training" / "fit.py")}
     assert "repshare.training.resume" in got_fit and "repshare.models.checkpoint" in got_fit
+
+
+def module_level_imports(path: Path) -> set[Path]:
+    """Files of the repshare modules ``path`` imports at module level (what runs when it is imported)."""
+    out = set()
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        out |= {f for n in names if n.split(".")[0] == "repshare" and (f := module_file(n)) and f != path}
+    return out
+
+
+def test_no_import_circles():
+    graph = {f: module_level_imports(f) for f in PKG.rglob("*.py")}
+    state: dict[Path, int] = {}
+    circles = []
+
+    def visit(f: Path, path: list[Path]) -> None:
+        state[f] = 1
+        for g in graph.get(f, ()):
+            if state.get(g) == 1:
+                circles.append(" -> ".join(str(p.relative_to(SRC)) for p in path[path.index(g):] + [g]))
+            elif g not in state:
+                visit(g, path + [g])
+        state[f] = 2
+
+    for f in sorted(graph):
+        if f not in state:
+            visit(f, [f])
+    assert not circles, circles

@@ -200,3 +200,19 @@ def test_training_outside_a_sweep_gets_its_own_run_with_the_config(cfg, offline)
     assert good["exit_code"] == 0 and bad["exit_code"] == 1
     assert good["config"]["seed"] == cfg.seed and good["config"]["experiment_name"] == "smoke"
     assert float(read_summary(good["folder"])["loss"]) == pytest.approx(losses[-1])
+
+
+def test_a_table_with_empty_and_mixed_cells_is_logged(cfg, offline, tmp_path):
+    """The compare stage's table has empty cells in numeric columns ("" where a method has no retraining
+    time); W&B tables hold one type per column, which once crashed the stage in offline mode."""
+    from repshare.utils.runlog import RunLog
+
+    rows = [{"method": "a", "seconds": 1.5, "note": 3}, {"method": "b", "seconds": "", "note": "text"},
+            {"method": "c", "seconds": None, "note": 4}]
+    with RunLog(cfg, "compare", tmp_path / "metrics") as log:
+        log.log_table("comparison", rows)
+    flush()
+    (run,) = offline_runs(Path(cfg.logger.dir))
+    data, columns = table_rows(run, "comparison")
+    assert columns == ["method", "seconds", "note"]
+    assert data == [["a", 1.5, "3"], ["b", None, "text"], ["c", None, "4"]]  # empty -> null; mixed -> text

@@ -39,7 +39,16 @@ from typing import Any
 
 from hydra.core.config_store import ConfigStore
 
-from repshare.config import compare, concurrency, data, gemel, model, multiexit, placement, sharing, train, workload
+import repshare.config.compare as compare
+import repshare.config.concurrency as concurrency
+import repshare.config.data as data
+import repshare.config.gemel as gemel
+import repshare.config.model as model
+import repshare.config.multiexit as multiexit
+import repshare.config.placement as placement
+import repshare.config.sharing as sharing
+import repshare.config.train as train
+import repshare.config.workload as workload
 from repshare.config.compare import CompareConfig, ReportConfig
 from repshare.config.concurrency import ConcurrencyConfig
 from repshare.config.gemel import GemelConfig

@@ -7,7 +7,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from repshare.config import data
+import repshare.config.data as data
 from repshare.config.rules import ConfigError, check_table
 from repshare.config.schema import RULES, RepshareConfig
 

@@ -28,7 +28,7 @@ import jinja2
 
 from repshare.claims import VERDICTS
 from repshare.comparison.section import Figure, ReportSection
-from repshare.report import vega
+import repshare.report.vega as vega
 from repshare.report.intervals import interval_svg
 from repshare.utils.io import write_text
 

@@ -192,6 +192,20 @@ def lightning_logger(cfg: DictConfig, name: str, group: str | None = None):
     return Logger(experiment=owner.run)  # finished by finish_open_runs (at the latest at exit)
 
 
+def table_cells(rows: list[dict[str, Any]], cols: list[str]) -> list[list[Any]]:
+    """Rows as W&B table cells: a W&B column holds one type, so an empty cell ("" or None) becomes None
+    and a column that mixes numbers and text is written as text."""
+
+    def empty(v: Any) -> bool:
+        return v is None or v == ""
+
+    def number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    mixed = {c for c in cols if len({number(r.get(c)) for r in rows if not empty(r.get(c))}) > 1}
+    return [[None if empty(r.get(c)) else str(r.get(c)) if c in mixed else r.get(c) for c in cols] for r in rows]
+
+
 class RunLog:
     """One run of one stage: accumulates metrics, mirrors them to W&B, writes a local record."""
 
@@ -245,7 +259,7 @@ class RunLog:
             import wandb
 
             cols = list(rows[0])
-            self.wandb.log({f"{self.prefix}{key}": wandb.Table(columns=cols, data=[[r.get(c) for c in cols] for r in rows])})
+            self.wandb.log({f"{self.prefix}{key}": wandb.Table(columns=cols, data=table_cells(rows, cols))})
 
     def close(self) -> None:
         """Write ``run.json`` (metrics + provenance) and ``history.csv``, then finish the stage's own W&B run
