@@ -15,6 +15,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from repshare.utils.artifacts import CHECKSUMS, verify_file
 from repshare.utils.io import atomic_path, write_json
 
 WEIGHTS = "model.safetensors"
@@ -38,6 +39,8 @@ def load_state_file(path: str | Path) -> dict[str, torch.Tensor]:
         path = path / WEIGHTS
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    if (path.parent / CHECKSUMS).is_file():  # written by this pipeline: verified, so a damaged file never loads
+        verify_file(path)
     try:
         if path.suffix == ".safetensors":
             return load_file(str(path))

@@ -27,6 +27,7 @@ from repshare.models.load import (classifier_kwargs, classifier_preprocess, dete
                                   model_dir, model_kwargs, resolve_device, trained_weights, weights_source)
 from repshare.training.evaluate import evaluate_classifier, evaluate_detector
 from repshare.training.resume import PENDING_FINGERPRINT, ResumeState, clear_state, fingerprint, state_dir
+from repshare.utils.artifacts import record_checksums
 from repshare.utils.io import write_json
 from repshare.utils.record import provenance
 from repshare.utils.runlog import lightning_logger
@@ -71,6 +72,7 @@ def write_trained(cfg: DictConfig, t: Trained) -> dict:
     # model.json and <name>.json hold only what made and scores the weights (deterministic): same weights,
     # same DVC hash downstream. Durations, time and machine go to the cache: false <name>_run.json.
     save_model(t.model, out, {"model": OmegaConf.to_container(t.model_cfg, resolve=True)})
+    record_checksums(out, f"train_{t.name}")  # every later reader verifies the weights against it
     metrics_dir = Path(cfg.paths.results_dir) / "metrics"
     write_json(metrics_dir / f"{t.name}.json", t.metrics)
     write_json(metrics_dir / f"{t.name}_run.json", {"metrics": t.metrics, "seconds": t.seconds,
