@@ -46,14 +46,27 @@ def main(results: Path) -> None:
         print(f"| {p['title']} ({p['citation']}) | **{p['verdict']}** | "
               f"{c['holds']} / {c['does not']} / {c['inconclusive']} / {c['not tested']} |")
     print()
-    print("| claim | paper | measured [95 % CI] (over) | region | verdict |")
-    print("|---|---|---|---|---|")
-    for c in claims:
-        est = c.get("estimate")
+    seeds = any(c.get("estimate_seeds") for c in claims)  # a seed study ran: show both intervals
+
+    def shown(est: dict | None) -> str:
         over = f" ({est['over']}, n = {est['n']})" if est and est.get("value") is not None else ""
+        return estimate_text(est) + over
+
+    if seeds:
+        print("| claim | paper | this run [95 % CI] (over) | judged: mean over seeds [interval] | region | "
+              "verdict (from) |")
+        print("|---|---|---|---|---|---|")
+    else:
+        print("| claim | paper | measured [95 % CI] (over) | region | verdict |")
+        print("|---|---|---|---|---|")
+    for c in claims:
         star = "" if c["primary"] else " (secondary)"
-        print(f"| `{c['key']}`{star} | {cell(c['paper_value'])} | {estimate_text(est)}{over} | {c['region_text']} | "
-              f"{c['verdict']} |")
+        if seeds:
+            print(f"| `{c['key']}`{star} | {cell(c['paper_value'])} | {shown(c.get('estimate_run'))} | "
+                  f"{shown(c.get('estimate'))} | {c['region_text']} | {c['verdict']} ({c.get('intervals')}) |")
+        else:
+            print(f"| `{c['key']}`{star} | {cell(c['paper_value'])} | {shown(c.get('estimate'))} | "
+                  f"{c['region_text']} | {c['verdict']} |")
 
 
 def times(results: Path, data: Path) -> None:

@@ -329,16 +329,29 @@ def test_inconsistent_measurements_are_reported():
     assert "'m2.b' is measured by both m1 and m2" in text and "'typo.q' is not a declared quantity" in text
 
 
-def test_study_intervals_replace_the_runs_and_say_so():
-    secs = {"m1": section("m1", {"m1.a": iv(0.3, 0.7)}), "m2": section("m2", {"m2.b": iv(0.1, 0.2)})}
-    study = {"m1.a": Estimate(0.5, 0.45, 0.55, 3, "seeds", "t"), "m2.c": Estimate(math.nan, math.nan, math.nan, 0,
-                                                                                    "seeds", "t")}
-    (rep,), _ = judge_papers(CLAIMS, secs, study_estimates=study, papers=[PAPER], quantities=["m1.a", "m2.b", "m2.c"])
+def test_study_intervals_are_used_and_said_but_never_narrow_the_runs():
+    """Seeds that disagree widen the interval (a run's 'holds' becomes inconclusive); seeds that agree
+    more tightly than one run's sampling do not make a verdict (they would for a quantity that does not
+    vary with the model seed, whose interval over seeds has zero width)."""
+    nan_study = Estimate(math.nan, math.nan, math.nan, 0, "seeds", "t")
+    quantities = ["m1.a", "m2.b", "m2.c"]
+    secs = {"m1": section("m1", {"m1.a": iv(0.45, 0.55)}), "m2": section("m2", {"m2.b": iv(0.1, 0.2)})}
+    (alone,), _ = judge_papers(CLAIMS, secs, papers=[PAPER], quantities=quantities)
+    assert {c["key"]: c["verdict"] for c in alone.claims}["toy.a"] == "holds"
+    wide = {"m1.a": Estimate(0.5, 0.3, 0.7, 3, "seeds", "t"), "m2.c": nan_study}
+    (rep,), _ = judge_papers(CLAIMS, secs, study_estimates=wide, papers=[PAPER], quantities=quantities)
     rows = {c["key"]: c for c in rep.claims}
-    assert rows["toy.a"]["verdict"] == "holds" and rows["toy.a"]["intervals"] == "seeds"
-    assert "0.300" in rows["toy.a"]["ours_run"] and "(3 seeds)" in rows["toy.a"]["ours"]
+    assert rows["toy.a"]["verdict"] == "inconclusive" and rows["toy.a"]["intervals"] == "seeds"
+    assert "0.450" in rows["toy.a"]["ours_run"] and "(3 seeds)" in rows["toy.a"]["ours"]
     assert rows["toy.b"]["intervals"] == "run" and rows["toy.c"]["intervals"] == "run"  # a NaN study value is no value
-    assert rep.verdict == "holds"
+    assert rep.verdict != "holds"
+    secs["m1"] = section("m1", {"m1.a": iv(0.3, 0.7)})
+    (run_only,), _ = judge_papers(CLAIMS, secs, papers=[PAPER], quantities=quantities)
+    narrow = {"m1.a": Estimate(0.5, 0.45, 0.55, 3, "seeds", "t")}
+    (rep,), _ = judge_papers(CLAIMS, secs, study_estimates=narrow, papers=[PAPER], quantities=quantities)
+    rows = {c["key"]: c for c in rep.claims}
+    assert rows["toy.a"]["verdict"] == {c["key"]: c["verdict"] for c in run_only.claims}["toy.a"] == "inconclusive"
+    assert "widened" in rows["toy.a"]["estimate"]["note"]
 
 
 def test_fixture_sections_give_the_planned_verdict_per_paper_and_claim(tmp_path):
@@ -453,17 +466,18 @@ def test_study_estimates_feed_the_verdicts_only_for_this_config(smoke_cfg):
     from repshare.stages.compare import run
 
     results = write_fixture_results(Path(smoke_cfg.paths.results_dir))
-    claim = next(c for c in registry() if c.paper == "concurrency" and CLAIM_VERDICT[c.key] == "inconclusive")
+    # a claim that holds on the run's interval, and seeds that straddle the edge of its region
+    claim = next(c for c in registry() if c.paper == "concurrency" and CLAIM_VERDICT[c.key] == "holds")
     lo, hi = claim.region()
-    inside = (lo + 1.0, lo + 2.0) if math.isinf(hi) else ((hi - 2.0, hi - 1.0) if math.isinf(lo) else
-                                                         (lo + (hi - lo) / 4, hi - (hi - lo) / 4))
-    seeds = {claim.quantity: Estimate(sum(inside) / 2, *inside, 3, "seeds", "t")}
+    edge = (lo - 1.0, lo + 1.0) if math.isinf(hi) else ((hi - 1.0, hi + 1.0) if math.isinf(lo) else
+                                                       (lo - (hi - lo) / 4, lo + (hi - lo) / 4))
+    seeds = {claim.quantity: Estimate(sum(edge) / 2, *edge, 3, "seeds", "t")}
     write_study(results / "study", Study(config_fingerprint(smoke_cfg), [0, 1, 2], "abc", seeds))
     run(smoke_cfg)
     verdicts = {v["paper"]: v for v in json.loads((results / "compare" / "verdicts.json").read_text())["papers"]}
     claims = {c["key"]: c for c in json.loads((results / "compare" / "claims.json").read_text())["claims"]}
-    assert claims[claim.key]["intervals"] == "seeds" and claims[claim.key]["verdict"] == "holds"
-    assert verdicts["concurrency"]["verdict"] == "holds" and verdicts["concurrency"]["intervals"]["seeds"] >= 1
+    assert claims[claim.key]["intervals"] == "seeds" and claims[claim.key]["verdict"] == "inconclusive"
+    assert verdicts["concurrency"]["intervals"]["seeds"] >= 1
     # another config (a different data size): the study is ignored, and the reason says so
     with open_dict(smoke_cfg):
         smoke_cfg.data.n_val = int(smoke_cfg.data.n_val) + 8

@@ -21,7 +21,7 @@ def test_presets_exist():
 
 @pytest.mark.parametrize("preset", PRESETS)
 def test_every_preset_composes_and_validates(preset):
-    extra = ["data.root=/data/imagenet/val"] if preset == "real" else []
+    extra = ["data.root=/data/imagenet/val"] if preset.startswith("real") else []
     cfg = compose([f"experiment={preset}", *extra])
     assert cfg.experiment_name == preset
     assert cfg.model.detector.image_size % 128 == 0

@@ -207,3 +207,25 @@ def test_frames_gain_at_a_ceiling_is_not_interpretable_and_so_inconclusive():
     assert not capped.interpretable and "every frame" in capped.note
     assert judge(claim, capped).verdict == "inconclusive"
     assert frames_ceiling(zero, short) is zero  # frames were dropped: the gain is a measurement
+
+
+def test_query_accuracy_gain_at_the_frames_ceiling_is_inconclusive_on_either_side_of_the_range():
+    """The 1-thread run measured +0.05 % [-0.02, 0.13] (does not), the 2-thread run had no merge (not tested):
+    with every frame already processed neither can speak to the claim, and both now read inconclusive."""
+    from repshare.claims import judge
+    from repshare.gemel.claims import CLAIMS
+    from repshare.gemel.study import FrameResult, frames_ceiling, query_gain_at_ceiling
+    from repshare.stats import Estimate
+
+    claim = next(c for c in CLAIMS if c.key == "gemel.query_accuracy")
+    small = Estimate(0.0546, -0.021, 0.126, 400, "images", "bootstrap")
+    inside = Estimate(10.0, 5.0, 15.0, 400, "images", "bootstrap")
+    frames = Estimate(0.0, 0.0, 0.0, 3, "trials", "decisions")
+    full = FrameResult("unmerged", 10, processed=900, frames=900, processed_per_model={}, frames_per_model=300,
+                       loads=0, load_ms=0.0)
+    assert judge(claim, small).verdict == "does not" and judge(claim, inside).verdict == "holds"
+    capped = frames_ceiling(frames, full)
+    for gain in (small, inside):
+        at = query_gain_at_ceiling(gain, capped)
+        assert not at.interpretable and "ceiling" in at.note and judge(claim, at).verdict == "inconclusive"
+        assert query_gain_at_ceiling(gain, frames) is gain  # frames were measured: the gain is evidence

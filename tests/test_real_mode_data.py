@@ -104,6 +104,20 @@ def test_missing_listed_images_strict_by_default_skipped_and_counted_on_request(
     assert load_split(prepared_dir(cfg), "val").meta["n_missing_skipped"] == 3
 
 
+@pytest.mark.parametrize("skip", [False, True])
+def test_no_listed_image_on_disk_says_the_list_and_the_folder_do_not_match(tmp_path, skip):
+    """Not "set skip_missing to evaluate the 0 present": the paths are relative to data.root, say so."""
+    _write_images(tmp_path / "root" / "data", ["ILSVRC2012_val_00000001.JPEG"])
+    (tmp_path / "val.txt").write_text("./ILSVRC2012_val_00000001.JPEG 1\n")  # relative to root/data, not root
+    src = dict(root=str(tmp_path / "root"), val_txt=str(tmp_path / "val.txt"), image_size=16, skip_missing=skip)
+    with pytest.raises(FileNotFoundError, match=r"none of the 1 listed images is under data.root=.*relative to data.root"):
+        ImageNetSource(**src).items()
+    ann = {"images": [{"id": 1, "file_name": "1.jpg"}], "categories": [{"id": 1}], "annotations": []}
+    (tmp_path / "a.json").write_text(json.dumps(ann))
+    with pytest.raises(FileNotFoundError, match=r"none of the 1 images in .*a.json is under data.images_dir="):
+        CocoSource(str(tmp_path / "root"), str(tmp_path / "a.json"), image_size=128, skip_missing=skip).splits()
+
+
 def test_coco_missing_images_skipped_on_request(tmp_path):
     _write_images(tmp_path / "img", ["1.jpg"])
     ann = {"images": [{"id": 1, "file_name": "1.jpg"}, {"id": 2, "file_name": "2.jpg"}], "categories": [{"id": 1}],
@@ -202,3 +216,52 @@ def test_coco_bad_annotations_are_named(tmp_path):
         CocoSource(str(tmp_path / "img"), write({"bbox": [10, 10, -4, 5]})).splits()
     with pytest.raises(ValueError, match="category id 95 .*1..data.num_classes=90"):
         CocoSource(str(tmp_path / "img"), write({"bbox": [1, 1, 4, 5]}, cats=({"id": 3}, {"id": 95}))).splits()
+
+
+# ----------------------------------------------------------------------------- 1001-class label files
+class _ByBrightness(nn.Module):
+    """A perfect 'classifier' of the test images: class k = an image of brightness 20 k."""
+
+    def forward(self, x):
+        k = torch.round(x.mean(dim=(1, 2, 3)) * 255 / 20).long()
+        return torch.nn.functional.one_hot(k, 1000).float()
+
+
+def _brightness_images(tmp_path: Path, labels_in_file: list[int]) -> Path:
+    (tmp_path / "flat").mkdir()
+    for k in range(len(labels_in_file)):
+        Image.fromarray(np.full((8, 8, 3), 20 * k, np.uint8)).save(tmp_path / "flat" / f"{k}.png")
+    (tmp_path / "val.txt").write_text("".join(f"{k}.png {lab}\n" for k, lab in enumerate(labels_in_file)))
+    return tmp_path / "val.txt"
+
+
+def test_a_1001_class_label_file_is_refused_and_mapped_with_label_offset(tmp_path):
+    from repshare.training.evaluate import check_label_shift, evaluate_classifier
+
+    val_txt = _brightness_images(tmp_path, [k + 1 for k in range(5)])  # TF convention: true class k written k+1
+    pre = Preprocess(8, mean=(0, 0, 0), std=(1, 1, 1), interpolation="nearest")
+
+    def split(offset: int):
+        return ImageNetSource(str(tmp_path / "flat"), val_txt=str(val_txt), image_size=8, crop_pct=1.0,
+                              label_offset=offset).splits()["val"]
+
+    shifted = evaluate_classifier(_ByBrightness(), pre, split(0), 1000, label_check=True)
+    assert shifted["top1"] == 0.0 and shifted["top1_labels_minus_1"] == 1.0  # counted by hand: 5 of 5
+    assert shifted["preprocess"] == {"input_size": 8, "interpolation": "nearest", "mean": [0.0] * 3, "std": [1.0] * 3}
+    with pytest.raises(ValueError, match=r"one too high .* top-1 0.000 as given vs 1.000 .*data.label_offset=-1"):
+        check_label_shift(shifted, "data=imagenet")
+    mapped = evaluate_classifier(_ByBrightness(), pre, split(-1), 1000, label_check=True)
+    assert mapped["top1"] == 1.0
+    check_label_shift(mapped, "data=imagenet")  # passes
+    check_label_shift({"top1": 0.001, "top1_labels_minus_1": 0.002}, "x")  # an untrained model: at chance both ways
+    # a 0-based file with label 0 cannot be mapped down
+    (tmp_path / "zero.txt").write_text("0.png 0\n")
+    with pytest.raises(ValueError, match="line 1: label 0 with data.label_offset=-1 is negative"):
+        ImageNetSource(str(tmp_path / "flat"), val_txt=str(tmp_path / "zero.txt"), label_offset=-1).items()
+
+
+def test_label_offset_is_validated_at_compose():
+    from repshare.config import ConfigError, compose
+
+    with pytest.raises(ConfigError, match="data.label_offset"):
+        compose(["data=imagenet", "data.root=/x", "data.label_offset=1"])

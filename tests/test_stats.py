@@ -131,3 +131,21 @@ def test_scaled_and_text():
     assert (e.value, e.lo, e.hi) == (50.0, 25.0, 75.0)
     assert e.text(1, "%") == "50.0 % [25.0, 75.0] (40 images)"
     assert stats.exact(3).text(0) == "3 (exact)"
+
+
+def test_a_seed_study_widens_a_runs_interval_and_never_narrows_it():
+    from repshare.stats import Estimate, seeds_with_run
+
+    run = Estimate(-0.53, -1.14, 0.0532, 8, "graphs", "bootstrap")  # the concurrency claim, one run
+    flat = Estimate(-0.53, -0.53, -0.53, 3, "seeds", "t")  # three seeds, the same graphs: zero width
+    got = seeds_with_run(flat, run)
+    assert (got.value, got.lo, got.hi, got.n, got.over) == (-0.53, -1.14, 0.0532, 3, "seeds")
+    assert "widened" in got.note
+    wide = Estimate(0.5, -2.0, 2.0, 3, "seeds", "t")
+    assert seeds_with_run(wide, run) is wide  # already covers the run's interval
+    part = Estimate(0.2, 0.16, 0.22, 3, "seeds", "t")
+    assert (seeds_with_run(part, Estimate(0.2, 0.01, 0.32, 8, "pairs", "bootstrap")).lo,
+            seeds_with_run(part, Estimate(0.2, 0.01, 0.32, 8, "pairs", "bootstrap")).hi) == (0.01, 0.32)
+    assert seeds_with_run(part, None) is part
+    blocked = Estimate(0.2, 0.1, 0.3, 8, "pairs", "bootstrap", interpretable=False)
+    assert not seeds_with_run(part, blocked).interpretable

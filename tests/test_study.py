@@ -116,3 +116,28 @@ def test_study_use_says_which_intervals_and_why():
     assert used is study and "seeds 0, 1, 2" in note and "0123456789ab" in note
     unused, note = study_use(study, "b" * 64)
     assert unused is None and "for another config" in note
+
+
+def test_the_study_cli_fingerprints_configs_as_the_compare_stage_sees_them(tmp_path):
+    """The CLI reads raw composed files (a sweep job's .hydra/config.yaml, params.yaml); the compare stage
+    fingerprints its validated config, where the schema fills optional keys (workload labels, training
+    options). A study of the embedded default was once refused by its own compare stage for that."""
+    from omegaconf import OmegaConf, open_dict
+
+    from repshare.config import compose_raw
+    from repshare.stage import load_params
+    from repshare.study import sweep_jobs
+
+    raw = compose_raw([])  # what pipelines/compose.py writes to params.yaml
+    for seed in (1, 2):
+        job = tmp_path / "sweep" / str(seed) / ".hydra"
+        job.mkdir(parents=True)
+        with open_dict(cfg := raw.copy()):
+            cfg.seed = seed
+        OmegaConf.save(cfg, job / "config.yaml")
+    params = tmp_path / "params.yaml"
+    OmegaConf.save(raw, params)
+    stage_fp = config_fingerprint(load_params(params))  # what the compare stage computes
+    assert config_fingerprint(OmegaConf.load(params)) != stage_fp  # the raw file alone would not match
+    jobs = sweep_jobs(tmp_path / "sweep")
+    assert [s for s, _, _ in jobs] == [1, 2] and {config_fingerprint(c) for _, c, _ in jobs} == {stage_fp}

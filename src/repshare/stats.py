@@ -212,6 +212,22 @@ def lower_bound(estimate_fn: Callable[[float], Estimate], alpha: float = 0.05) -
     return estimate_fn(1.0 - 2.0 * alpha).lo
 
 
+def seeds_with_run(seeds: Estimate, run: Estimate | None) -> Estimate:
+    """The estimate a verdict uses when a seed study ran: the mean over seeds, its interval widened to
+    cover this run's own interval. A t-interval over seeds holds the variation between models, not the
+    sampling of images or graphs inside a run; a quantity that does not vary with the model seed (the
+    concurrency study draws its graphs from its own seed) has a zero-width interval over seeds. So the
+    study may widen the uncertainty one run shows, never narrow it: with it a verdict can only move
+    towards inconclusive."""
+    if run is None or not run.has_interval or not seeds.has_interval:
+        return seeds
+    lo, hi = min(seeds.lo, run.lo), max(seeds.hi, run.hi)
+    if (lo, hi) == (seeds.lo, seeds.hi) and run.interpretable:
+        return seeds
+    return replace(seeds, lo=lo, hi=hi, interpretable=seeds.interpretable and run.interpretable,
+                   note=f"{seeds.note}; interval widened to this run's [{run.lo:.4g}, {run.hi:.4g}]")
+
+
 def above_chance(successes: int, n: int, chance: float, alpha: float = 0.05) -> bool:
     """Whether a top-1 accuracy of k / n is above ``chance`` by a one-sided Wilson bound at 1 - alpha."""
     if n <= 0:

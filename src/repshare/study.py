@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from repshare.comparison.compare import load_sections, method_folders
 from repshare.comparison.study import StudyError, build_study, config_fingerprint, write_study
+from repshare.config import validate_config
 from repshare.stats import Estimate
 from repshare.utils.record import git_commit
 
@@ -41,7 +42,9 @@ def sweep_jobs(sweep_dir: Path) -> list[tuple[int, DictConfig, Path]]:
     jobs = []
     for cfg_file in sorted(sweep_dir.glob("*/.hydra/config.yaml")):
         job = cfg_file.parent.parent
-        cfg = OmegaConf.load(cfg_file)
+        # Validated as every stage validates its config (the schema fills optional keys), so the study's
+        # fingerprint is the one the compare stage computes from its own config.
+        cfg = validate_config(OmegaConf.load(cfg_file))
         jobs.append((int(cfg.seed), cfg, job / "results"))
     return jobs
 
@@ -53,7 +56,7 @@ def collect(sweep_dir: Path, results: Path | None, params: Path) -> tuple[list, 
     if not runs:
         raise StudyError(f"no job folders with .hydra/config.yaml in {sweep_dir}: run the seed sweep first")
     if results is not None and params.is_file() and results.is_dir():
-        main_cfg = OmegaConf.load(params)
+        main_cfg = validate_config(OmegaConf.load(params))
         main_seed = int(main_cfg.seed)
         if main_seed in {s for s, _, _ in runs}:
             notes.append(f"{results}: seed {main_seed} also ran in the sweep; the sweep's job is used")

@@ -77,16 +77,17 @@ def stages_from_env(default: Sequence[str] = STAGES) -> tuple[str, ...]:
 
 
 def run_pipeline(cfg: DictConfig, stages: Sequence[str | Callable] = STAGES) -> None:
-    """Seed, then run every stage function on ``cfg`` in order (resolved up front: a typo fails fast)."""
+    """Run every stage function on ``cfg`` in order (resolved up front: a typo fails fast), each seeded
+    afresh as ``run_stage`` seeds each DVC stage's process: a sweep job and ``dvc repro`` give the same bytes."""
     from repshare.stage import quiet_third_party, seed_everything
     from repshare.utils.runlog import job_run, start_stage_clock
 
     fns = [resolve_stage(s) for s in stages]
     quiet_third_party()
-    seed_everything(int(cfg.seed))
     with job_run(cfg):  # one W&B run per job (when W&B is on), finished when the job ends
         for spec, fn in zip(stages, fns):
             log.info("seed %s: stage %s", cfg.seed, spec if isinstance(spec, str) else fn.__name__)
+            seed_everything(int(cfg.seed))
             start_stage_clock()
             fn(cfg)
 

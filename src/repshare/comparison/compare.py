@@ -130,6 +130,8 @@ def unmerged_accuracy(metrics_docs: Mapping[str, Mapping[str, Any]], metric_of: 
             continue
         key = METRIC_KEYS[metric]
         v = doc.get(key) if isinstance(doc, Mapping) else None
+        if v is None and isinstance(doc, Mapping) and isinstance(doc.get("not_measured"), str):
+            continue  # said why by the stage that wrote it (e.g. a detector on ImageNet: no boxes); stays unknown
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not 0 <= v <= 1:
             problems.append(MethodProblem("workload", where, f"{where}: field {key!r} ({metric} of {model!r}) "
                                                               f"must be a finite number in [0, 1], got {v!r}"))

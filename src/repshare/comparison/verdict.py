@@ -20,7 +20,7 @@ from typing import Any
 from repshare.claims import PAPER_VERDICTS, RULE, VERDICTS, Claim, Judgement, judge, paper_verdict
 from repshare.comparison.registry import PAPERS, Paper
 from repshare.comparison.section import ReportSection
-from repshare.stats import Estimate
+from repshare.stats import Estimate, seeds_with_run
 
 
 @dataclass
@@ -120,7 +120,7 @@ def judge_papers(claims: Sequence[Claim], sections: Mapping[str, ReportSection],
             method, run = measured.get(c.quantity, ("", None))
             seeds = study.get(c.quantity)
             use_seeds = _usable(seeds)
-            j = judge(c, seeds if use_seeds else run)
+            j = judge(c, seeds_with_run(seeds, run) if use_seeds else run)
             judgements.append(j)
             rows.append(claim_row(j, "seeds" if use_seeds else "run", run, seeds if use_seeds else None, method,
                                   f"missing section: {absent}" if absent else ""))

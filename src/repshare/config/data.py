@@ -55,6 +55,7 @@ class ImageNetDataConfig:
     skip_missing: bool  # listed images not on disk: skip and count them instead of failing
     allow_outside_root: bool  # list lines may name images outside data.root (refused by default)
     calibration_images: int  # > 0: a seeded `calib` split of that many images, taken out of val
+    label_offset: int  # added to every val_txt index label: -1 maps a 1-based / 1001-class (background = 0) file
     num_classes: int
     shard_size: int
     seed: int
@@ -129,6 +130,7 @@ RULES: Table = [
     ("data.synsets", OrNull(NonEmpty())),
     ("data.crop_pct", Interval(0, 1, open_low=True)),
     ("data.calibration_images", IntRange(0, MAX_COUNT)),
+    ("data.label_offset", IntRange(-1, 0)),
     ("data.images_dir", NonEmpty()),
     ("data.annotations", NonEmpty()),
 ]

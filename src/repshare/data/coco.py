@@ -89,12 +89,13 @@ class CocoSource:
         if not missing:
             return imgs, 0
         first = next(im["file_name"] for im in imgs if not (self.images_dir / im["file_name"]).is_file())
+        if not present:  # whatever skip_missing says: the annotations and the folder do not match at all
+            raise FileNotFoundError(f"none of the {len(imgs)} images in {self.annotations} is under "
+                                    f"data.images_dir={self.images_dir}, e.g. {first}")
         if not self.skip_missing:
             raise FileNotFoundError(
                 f"missing image file: {self.images_dir / first} ({missing} of {len(imgs)} listed images are not "
                 f"on disk); set data.skip_missing=true to evaluate the {len(present)} present")
-        if not present:
-            raise FileNotFoundError(f"none of the {len(imgs)} images in {self.annotations} is under {self.images_dir}")
         log.warning("data.skip_missing: %d of %d listed images are not on disk and were skipped (e.g. %s)",
                     missing, len(imgs), first)
         return present, missing

@@ -110,7 +110,7 @@ class ImageNetSource:
     def __init__(self, root: str, val_txt: str | None = None, synsets: str | None = None, image_size: int = 224,
                  crop_pct: float = 0.875, max_images: int | None = None, num_classes: int = 1000,
                  seed: int = 0, skip_missing: bool = False, calibration_images: int = 0,
-                 allow_outside_root: bool = False, **_: object):
+                 allow_outside_root: bool = False, label_offset: int = 0, **_: object):
         self.root = Path(root)
         self.val_txt = Path(val_txt) if val_txt else None
         self.synsets = Path(synsets) if synsets else None
@@ -118,6 +118,7 @@ class ImageNetSource:
         self.max_images, self.num_classes, self.seed = max_images, num_classes, seed
         self.skip_missing = skip_missing
         self.allow_outside_root = bool(allow_outside_root)
+        self.label_offset = int(label_offset)
         self.calibration_images = int(calibration_images)
         self.n_missing_skipped = 0
         if not self.root.is_dir():
@@ -165,7 +166,10 @@ class ImageNetSource:
                                  f"{str(self.root)!r} (an absolute path or '..'); set data.allow_outside_root=true "
                                  "if the images really live there")
             if label.isdigit():
-                items.append((self.root / name, int(label)))
+                if int(label) + self.label_offset < 0:
+                    raise ValueError(f"val_txt {self.val_txt} line {line_no}: label {label} with data.label_offset="
+                                     f"{self.label_offset} is negative: the file is 0-based, set data.label_offset=0")
+                items.append((self.root / name, int(label) + self.label_offset))
             elif label in index:
                 items.append((self.root / name, index[label]))
             else:
@@ -184,7 +188,8 @@ class ImageNetSource:
             if label >= self.num_classes:
                 raise ValueError(
                     f"label {label} of {path.name} >= data.num_classes={self.num_classes} (labels are 0-based "
-                    "in the standard wnid order; the devkit's 1-based ILSVRC2012_IDs need converting)")
+                    "in the standard wnid order: a 1001-class file with 0 = background, or 1-based labels, needs "
+                    "data.label_offset=-1; the devkit's ILSVRC2012_IDs, in another order, need converting)")
         items = self._drop_missing(items)
         if self.max_images is not None and len(items) > self.max_images:
             pick = np.sort(np.random.default_rng(self.seed).choice(len(items), self.max_images, replace=False))
@@ -198,12 +203,13 @@ class ImageNetSource:
         if not missing:
             return items
         first = next(p for p, _ in items if not p.is_file())
+        if not present:  # whatever skip_missing says: the list and the folder do not match at all
+            raise FileNotFoundError(f"none of the {len(items)} listed images is under data.root={self.root}, e.g. "
+                                    f"{first} (list paths are relative to data.root)")
         if not self.skip_missing:
             raise FileNotFoundError(
                 f"missing image file: {first} ({missing} of {len(items)} listed images are not on disk); "
                 f"set data.skip_missing=true to evaluate the {len(present)} present")
-        if not present:
-            raise FileNotFoundError(f"none of the {len(items)} listed images is under {self.root}, e.g. {first}")
         log.warning("data.skip_missing: %d of %d listed images are not on disk and were skipped (e.g. %s)",
                     missing, len(items), first.name)
         self.n_missing_skipped = missing

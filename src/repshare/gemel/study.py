@@ -320,6 +320,17 @@ def frames_ceiling(est: Estimate, unmerged: FrameResult) -> Estimate:
                          + est.note, interpretable=False)
 
 
+def query_gain_at_ceiling(gain: Estimate, frames: Estimate) -> Estimate:
+    """Query accuracy = accuracy x fraction of frames processed, and Gemel's gain comes from processing more
+    frames. Where the frames gain is not interpretable (no setup can process more: :func:`frames_ceiling`),
+    the query-accuracy gain can only be the accuracy noise of one set of models (it flipped between
+    machines), so it is not interpretable either."""
+    if frames.interpretable:
+        return gain
+    return gain.with_note("frames processed are at their ceiling, so the gain can only be accuracy noise, not "
+                          "Gemel's mechanism (more frames); " + gain.note, interpretable=False)
+
+
 def processed_fraction(r: FrameResult) -> dict[str, float]:
     return {n: k / r.frames_per_model for n, k in r.processed_per_model.items()}
 
@@ -348,10 +359,14 @@ def measure(st: Study, s: Settings) -> dict:
     out["gemel.more_frames_pct"] = frames_ceiling(out["gemel.more_frames_pct"], st.at_claim["unmerged"])
     n = st.report["unmerged"][next(iter(st.report["unmerged"]))].n
     frac_m, frac_u = processed_fraction(st.at_claim["decided"]), processed_fraction(st.at_claim["unmerged"])
-    if st.control_ran:
+    nothing_merged = not any(it.accepted for it in st.found.result.iterations)
+    if st.control_ran or nothing_merged:  # nothing merged: no retraining either, so the control is the original
         out["gemel.query_accuracy_gain_pct"] = M.gain_pct(
             st.report["gemel"], frac_m, st.report["control"], frac_u, st.reps["gemel"], st.reps["control"], n,
-            "merged vs control (same retraining, no merging)")
+            "merged vs control (same retraining, no merging)" if st.control_ran else
+            "nothing was merged, so nothing was retrained: the merged workload and the control are the original")
+        out["gemel.query_accuracy_gain_pct"] = query_gain_at_ceiling(out["gemel.query_accuracy_gain_pct"],
+                                                                     out["gemel.more_frames_pct"])
     out["gemel.query_accuracy_gain_vs_unmerged_pct"] = M.gain_pct(
         st.report["gemel"], frac_m, st.report["unmerged"], frac_u, st.reps["gemel"], st.reps["unmerged"], n,
         "merged vs the original models (the retraining's gain included)")

@@ -36,6 +36,12 @@ class Preprocess(nn.Module):
             x = F.interpolate(x, size=(self.input_size, self.input_size), mode=self.interpolation, **kw)
         return (x - self.mean) / self.std
 
+    def describe(self) -> dict:
+        """What is applied, as plain values (recorded beside results: a checkpoint's scores depend on it)."""
+        return {"input_size": self.input_size, "interpolation": self.interpolation,
+                "mean": [round(float(v) / 255.0, 6) for v in self.mean.flatten()],
+                "std": [round(float(v) / 255.0, 6) for v in self.std.flatten()]}
+
     def extra_repr(self) -> str:
         return f"input_size={self.input_size}, interpolation={self.interpolation}"
 

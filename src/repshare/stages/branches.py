@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
+from repshare.stage_scope import skip_reason, write_skipped
 from repshare.multiexit.cost import Latency, backbone_timings, cost_model
 from repshare.multiexit.features import check_exits, exit_shapes, extract_features
 from repshare.multiexit.profile import count_params, full_latency, head_params
@@ -37,6 +38,8 @@ def sample_rows(n_total: int, n: int, seed: int, what: str) -> np.ndarray:
 
 
 def run(cfg: DictConfig) -> dict:
+    if (reason := skip_reason("branches", cfg)) is not None:  # repshare.stage_scope
+        return write_skipped("branches", cfg, reason)
     from repshare.data.shards import load_split, prepared_dir, read_manifest
     from repshare.models.load import load_classifier, resolve_device
     from repshare.multiexit.zoo_figures import fig_acc_vs_latency

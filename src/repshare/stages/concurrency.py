@@ -18,6 +18,7 @@ import timm
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from repshare.stage_scope import skip_reason, write_skipped
 from repshare.comparison import write_section
 from repshare.concurrency import figures, measure, summary
 from repshare.concurrency.graphs import GeneratorParams
@@ -118,6 +119,8 @@ class PhaseTimer:
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
+    if (reason := skip_reason("concurrency", cfg)) is not None:  # repshare.stage_scope
+        return write_skipped("concurrency", cfg, reason)
     c_start, timer = time.process_time(), PhaseTimer()
     s = settings(cfg)
     gens, sizes, units = list(s.generators), list(s.n_vertices), list(s.n_units)

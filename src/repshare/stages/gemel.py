@@ -14,6 +14,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from repshare.stage_scope import skip_reason, write_skipped
 from repshare.config import ConfigError
 from repshare.gemel import section as sec
 from repshare.gemel.layers import group_layers, identical_layers
@@ -78,6 +79,8 @@ def load_splits(cfg: DictConfig) -> Splits:
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
+    if (reason := skip_reason("gemel", cfg)) is not None:  # repshare.stage_scope
+        return write_skipped("gemel", cfg, reason)
     from repshare.gemel import files
     from repshare.gemel.timing import measure_times, tensor_map
     from repshare.models.load import model_dir, resolve_device

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig
 
+from repshare.stage_scope import skip_reason, write_skipped
 from repshare.comparison import write_rows, write_section
 from repshare.multiexit import measure as me
 from repshare.multiexit.profile import write_profiles
@@ -36,6 +37,8 @@ log = logging.getLogger("repshare")
 
 
 def run(cfg: DictConfig) -> dict:
+    if (reason := skip_reason("kd_recover", cfg)) is not None:  # repshare.stage_scope
+        return write_skipped("kd_recover", cfg, reason)
     from repshare.models.load import resolve_device
     from repshare.multiexit.zoo_figures import fig_kd_curve
     from repshare.utils.io import atomic_dir, write_csv, write_json

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from repshare.stage_scope import skip_reason, write_skipped
 from repshare.multiexit import store
 from repshare.multiexit.baselines import BaselineData, Baselines, baseline_profiles, zoo_baseline_rows
 from repshare.multiexit.placement import VARIANT_LABELS, candidates_from_profiles
@@ -93,6 +94,8 @@ def write_outputs(results: Path, st: PlacementStudy, s: PlacementSettings, base:
 
 
 def run(cfg: DictConfig) -> dict:
+    if (reason := skip_reason("placement", cfg)) is not None:  # repshare.stage_scope
+        return write_skipped("placement", cfg, reason)
     from repshare.utils.io import write_csv, write_json
     from repshare.utils.runlog import RunLog
     from repshare.workload import workload_bytes, workload_models

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig
 
+from repshare.stage_scope import skip_reason, write_skipped
 from repshare.multiexit.measure import Boot, paired_difference, saved_ratio
 from repshare.multiexit.merge import traverse_fractions
 from repshare.multiexit.store import MERGE_STAGE, Part1, open_split, read_zoo, save_branch, write_correct, zoo_branch_loader
@@ -25,6 +26,8 @@ log = logging.getLogger("repshare")
 
 
 def run(cfg: DictConfig) -> dict:
+    if (reason := skip_reason("self_merge", cfg)) is not None:  # repshare.stage_scope
+        return write_skipped("self_merge", cfg, reason)
     from repshare.multiexit.zoo_figures import fig_self_vs_twin
     from repshare.utils.io import atomic_dir, write_csv, write_json
     from repshare.utils.runlog import RunLog

@@ -7,11 +7,14 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
+from repshare.stage_scope import skip_reason, write_skipped
 from repshare.training import fit_classifier, write_trained
 
 NAME = "classifier_color"
 
 
 def run(cfg: DictConfig) -> dict:
+    if (reason := skip_reason("train_classifier_color", cfg)) is not None:  # repshare.stage_scope
+        return write_skipped("train_classifier_color", cfg, reason)
     trained = fit_classifier(cfg, NAME)
     return {} if trained is None else write_trained(cfg, trained)

@@ -9,6 +9,7 @@ alike); the prepared ground truth stores ``category_id - 1`` (see ``repshare.dat
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from effdet import DetBenchPredict, EfficientDet
@@ -27,20 +28,43 @@ from repshare.models.preprocess import Preprocess
 
 @torch.inference_mode()
 def evaluate_classifier(model: nn.Module, pre: Preprocess, split: Split, num_classes: int, batch_size: int = 100,
-                        device: torch.device | str = "cpu") -> dict[str, float]:
+                        device: torch.device | str = "cpu", label_check: bool = False) -> dict[str, Any]:
+    """top-1 / top-5 on ``split``. ``label_check`` (real mode): also the top-1 against every label minus one
+    (:func:`check_label_shift`) and the preprocessing actually used."""
     keep = split.labels >= 0
     if not keep.any():
         raise ValueError("no labelled images to evaluate the classifier on")
     top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro").to(device)
     top5 = MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro").to(device)
     model, pre = model.to(device).eval(), pre.to(device)
+    minus_one = 0
     for x, y in tqdm(DataLoader(SplitDataset(split, "cls"), batch_size=batch_size), desc="eval classifier", leave=False):
         x, y = x.to(device), y.to(device)
         m = y >= 0
         logits = model(pre(x[m]))
         top1.update(logits, y[m])
         top5.update(logits, y[m])
-    return {"top1": float(top1.compute()), "top5": float(top5.compute()), "n": int(keep.sum())}
+        minus_one += int((logits.argmax(1) == y[m] - 1).sum())
+    out: dict[str, Any] = {"top1": float(top1.compute()), "top5": float(top5.compute()), "n": int(keep.sum())}
+    if label_check:
+        out["top1_labels_minus_1"] = minus_one / int(keep.sum())
+        out["preprocess"] = pre.describe()
+    return out
+
+
+# A real model scores ~0.1 % on labels one too high and its usual top-1 after subtracting one.
+SHIFT_MIN_TOP1, SHIFT_RATIO = 0.2, 5.0
+
+
+def check_label_shift(metrics: dict[str, Any], where: str) -> None:
+    """Refuse labels that the model scores far better after subtracting one: TensorFlow's 1001-class files
+    (0 = background) and 1-based lists are otherwise read with every label shifted. Untrained models (at
+    chance either way) pass."""
+    given, shifted = float(metrics["top1"]), metrics.get("top1_labels_minus_1")
+    if shifted is not None and shifted >= SHIFT_MIN_TOP1 and shifted > SHIFT_RATIO * given:
+        raise ValueError(f"{where}: the labels look one too high (a 1001-class file with 0 = background, or 1-based): "
+                         f"top-1 {given:.3f} as given vs {shifted:.3f} with every label minus one; set "
+                         "data.label_offset=-1")
 
 
 def detection_fn(model: nn.Module) -> nn.Module:
@@ -97,14 +121,15 @@ def evaluate_models(cfg: DictConfig, which: str = "both") -> dict:
         n_cls = cfg.model.classifier.num_classes
         check_label_space(split.labels[split.labels >= 0], n_cls, "labels", "model.classifier.num_classes")
         model, pre = load_classifier(cfg)
-        out["classifier"] = evaluate_classifier(model, pre, split, n_cls, 100, device)
+        out["classifier"] = evaluate_classifier(model, pre, split, n_cls, 100, device, label_check=True)
+        check_label_shift(out["classifier"], f"data={cfg.data.name} with model.classifier")
     if which in ("detector", "both"):
         if not len(split.box_classes):
             raise ValueError(f"the {cfg.data.name} data has no boxes: use data=coco (or shapes) for the detector")
         check_label_space(split.box_classes, cfg.model.detector.num_classes, "box classes",
                           "model.detector.num_classes")
         model, pre = load_detector(cfg)
-        out["detector"] = evaluate_detector(model, pre, split, 16, device)
+        out["detector"] = {**evaluate_detector(model, pre, split, 16, device), "preprocess": pre.describe()}
     skipped = split.meta.get("n_missing_skipped")
     for name, metrics in out.items():
         if skipped:

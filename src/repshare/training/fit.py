@@ -25,7 +25,7 @@ from repshare.models.detector import DetectorModule, build_detector, init_backbo
 from repshare.models.fast_depthwise import fast_depthwise_grad
 from repshare.models.load import (classifier_kwargs, classifier_preprocess, detector_kwargs, detector_preprocess,
                                   model_dir, model_kwargs, resolve_device, trained_weights, weights_source)
-from repshare.training.evaluate import evaluate_classifier, evaluate_detector
+from repshare.training.evaluate import check_label_shift, evaluate_classifier, evaluate_detector
 from repshare.training.resume import PENDING_FINGERPRINT, ResumeState, clear_state, fingerprint, state_dir
 from repshare.utils.artifacts import record_checksums
 from repshare.utils.io import write_json
@@ -95,7 +95,8 @@ def fit_classifier(cfg: DictConfig, name: str = "classifier") -> Trained | None:
         # Real mode: published or user weights; nothing to train, only evaluate.
         model = build_classifier(**model_kwargs(cfg, name, use_trained=False)).eval()
         pre = classifier_preprocess(cfg, model, name)
-        metrics = evaluate_classifier(model, pre, val, c.num_classes, opt.batch_size, device)
+        metrics = evaluate_classifier(model, pre, val, c.num_classes, opt.batch_size, device, label_check=True)
+        check_label_shift(metrics, f"data={cfg.data.name} with model.{name}")
         Path(cfg.paths.results_dir, "train_state", name).mkdir(parents=True, exist_ok=True)
         return Trained(name, model, c, {**metrics, "trained": False}, 0.0, None)
 
@@ -152,7 +153,9 @@ def fit_detector(cfg: DictConfig) -> Trained | None:
     pre = detector_preprocess(cfg)
     if weights_source(cfg, "detector") != "trained":
         model = build_detector(**detector_kwargs(cfg, use_trained=False)).eval()
-        metrics = evaluate_detector(model, pre, val, opt.batch_size, device) if len(val.box_classes) else {}
+        metrics = (evaluate_detector(model, pre, val, opt.batch_size, device) if len(val.box_classes) else
+                   {"not_measured": f"data={cfg.data.name} has no boxes: the detector's mAP needs data=coco"})
+        metrics["preprocess"] = pre.describe()
         Path(cfg.paths.results_dir, "train_state", "detector").mkdir(parents=True, exist_ok=True)
         return Trained("detector", model, d, {**metrics, "trained": False}, 0.0, None)
 
