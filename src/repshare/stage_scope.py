@@ -3,12 +3,12 @@
 The workload decides which models exist (``workload.models``) and the data decides which splits
 exist (the prepared manifest). A stage whose inputs cannot exist under that choice, such as the
 colour classifier's training in real mode (no colour labels on ImageNet) or MEEdge's branches
-without a training split, is *skipped by definition*: it exits 0 within a second, before loading
-any model, and writes every output ``dvc.yaml`` declares for it, each saying why (a
+without a training split, is *skipped by definition*: it exits 0 before loading any model or
+input, and writes every output ``dvc.yaml`` declares for it, each saying why (a
 ``skipped.json`` in each folder, ``{"skipped": 1, "reason": ...}`` as its metrics, a one-line plot
 table). A method folder the compare stage reads also gets an empty section and no comparison
 rows, so the dashboard says "not run" with the reason and every claim of that paper reads "not
-tested". ``tests/test_stage_scope.py`` checks ``OUTPUTS`` against ``dvc.yaml``.
+tested". ``tests/test_stage_scope.py`` checks each entry's ``outputs`` against ``dvc.yaml``.
 """
 
 from __future__ import annotations
@@ -109,9 +109,9 @@ def write_skipped(stage: str, cfg: DictConfig, reason: str) -> dict:
                 write_json(tmp / "skipped.json", {"stage": stage, "reason": reason})
                 method = compare_method(cfg, rel)
                 if method is not None:
-                    write_section(tmp / "section.json", ReportSection(  # the dashboard names the page
-                        method=method, title=f"{method} (not run)", summary=f"Not run in this configuration: the {stage} stage "
-                                                            f"was skipped because {reason}."))
+                    summary = f"Not run in this configuration: the {stage} stage was skipped because {reason}."
+                    # the dashboard names the page from the method key; the title only marks it
+                    write_section(tmp / "section.json", ReportSection(method, f"{method} (not run)", summary))
                     write_rows(tmp / "comparison_rows.json", method, [])
         elif path.suffix == ".json":
             write_json(path, metrics)
