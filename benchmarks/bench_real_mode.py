@@ -11,6 +11,8 @@ alone). Stages that do not apply to the real workload are skipped by definition 
     python benchmarks/bench_real_mode.py --preset real_cpu --n 200          # the whole chain
     python benchmarks/bench_real_mode.py --preset real --n 200 --stages prepare,cka \\
         --set capture.n_samples=200                                         # cka at the real defaults
+    python benchmarks/bench_real_mode.py --preset real_cpu --n 200 --train 300 --select 100
+                                        # with training images: Gemel and MEEdge run too
 
 Extra ``--set key=value`` overrides go to compose. Output: one line per stage, then a JSON summary
 (``--out FILE`` too). Exit status 1 when a stage fails.
@@ -48,6 +50,20 @@ def make_images(folder: Path, n: int, seed: int = 0) -> Path:
     return folder.parent / "val.txt"
 
 
+def make_train_images(folder: Path, n: int, seed: int = 1) -> Path:
+    """n training JPEGs (500 x 375) in two class folders named by wnid (the layout of ImageNet's train)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for k in range(n):
+        d = folder / ("n01440764", "n01443537")[k % 2]
+        d.mkdir(parents=True, exist_ok=True)
+        small = rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)
+        Image.fromarray(small).resize((500, 375), Image.BILINEAR).save(d / f"train_{k:06d}.JPEG", quality=90)
+    return folder
+
+
 def run_stage(name: str, cwd: Path, env: dict) -> tuple[int, float, float, str]:
     """(exit status, seconds, peak RSS in MiB, stderr tail) of ``python pipelines/<name>.py`` in ``cwd``."""
     t0 = time.perf_counter()
@@ -67,6 +83,8 @@ def main() -> int:
     ap.add_argument("--preset", default="real_cpu")
     ap.add_argument("--n", type=int, default=200)
     ap.add_argument("--stages", default=",".join(STAGES), help="comma-separated, in this order")
+    ap.add_argument("--train", type=int, default=0, help="training images (data.train_root); 0: none")
+    ap.add_argument("--select", type=int, default=0, help="of those, the select split (data.n_select)")
     ap.add_argument("--set", action="append", default=[], help="an extra compose override key=value")
     ap.add_argument("--keep", type=Path, default=None, help="work folder to keep (default: a temporary one)")
     ap.add_argument("--out", type=Path, default=None)
@@ -78,6 +96,9 @@ def main() -> int:
     overrides = [f"experiment={args.preset}", f"data.root={work / 'imagenet' / 'val'}", f"data.val_txt={val_txt}",
                  "model.classifier.weights=random", "model.detector.weights=random", "logger=none",
                  f"paths.data_dir={work / 'data'}", f"paths.results_dir={work / 'results'}", *args.set]
+    if args.train:
+        train = make_train_images(work / "imagenet" / "train", args.train)
+        overrides += [f"data.train_root={train}", f"data.n_select={args.select}"]
     subprocess.run([sys.executable, str(ROOT / "pipelines" / "compose.py"), *overrides], cwd=work, env=env,
                    check=True, stdout=subprocess.DEVNULL)
     rows, failed = [], False
@@ -89,7 +110,7 @@ def main() -> int:
         if code:
             failed = True
             break
-    summary = {"preset": args.preset, "n": args.n, "overrides": args.set, "threads": os.environ.get("OMP_NUM_THREADS"),
+    summary = {"preset": args.preset, "n": args.n, "train": args.train, "select": args.select, "overrides": args.set, "threads": os.environ.get("OMP_NUM_THREADS"),
                "cpus": os.cpu_count(), "machine": platform.machine(), "processor": platform.processor(),
                "total_seconds": round(sum(r["seconds"] for r in rows), 1),
                "max_peak_rss_mib": max((r["peak_rss_mib"] for r in rows), default=0), "stages": rows}

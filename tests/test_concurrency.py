@@ -229,6 +229,24 @@ def test_operator_dag_of_a_small_model():
     assert overlap(dag, 3) == pytest.approx(3.0)  # a chain: eta = n
 
 
+def test_a_model_with_tf_same_padding_traces_with_timm_leaves_and_keeps_every_flop():
+    """tf_efficientnet_b0 (the real workload's classifier) pads from the input's shape, which plain
+    symbolic_trace refuses; the timm-leaf fallback keeps each such conv whole. The operators' FLOPs add
+    up to the whole model's (torch's counter on the plain forward) and the DAG is one input to one output."""
+    import timm
+
+    model = timm.create_model("tf_efficientnet_b0", num_classes=10).eval()
+    x = torch.zeros(1, 3, 64, 64)
+    with pytest.raises(Exception):
+        torch.fx.symbolic_trace(model)
+    dag = operator_dag(model, x)
+    with torch.no_grad(), FlopCounterMode(display=False) as fc:
+        model(x)
+    assert sum(dag.nodes[v]["flops"] for v in dag) == fc.get_total_flops()
+    src, snk = source_and_sink(dag)
+    assert nx.is_directed_acyclic_graph(dag) and nx.has_path(dag, src, snk)
+
+
 # --------------------------------------------------------------------------- bad input
 @pytest.mark.parametrize("call,match", [
     (lambda: random_dag("xyz", 10, 0), "xyz"),

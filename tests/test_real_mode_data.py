@@ -265,3 +265,51 @@ def test_label_offset_is_validated_at_compose():
 
     with pytest.raises(ConfigError, match="data.label_offset"):
         compose(["data=imagenet", "data.root=/x", "data.label_offset=1"])
+
+
+# ----------------------------------------------------------------------------- training images by path
+def test_train_root_gives_train_and_select_splits_disjoint_in_the_val_class_order(tmp_path):
+    """A train folder of two standard classes (5 + 4 images) beside val: the train labels are the standard
+    indices (0 and 281, as val's), n_select = 3 of the 9 go to select, the rest to train, none lost or
+    doubled; the same seed draws the same select images."""
+    for w, n in (("n01440764", 5), ("n02123045", 4)):
+        _write_images(tmp_path / "train" / w, [f"{w}_{k}.JPEG" for k in range(n)], seed=n)
+    _write_images(tmp_path / "val" / "n02123045", ["v.JPEG"], seed=9)
+    kw = dict(image_size=16, num_classes=1000, train_root=str(tmp_path / "train"), n_select=3)
+    splits = ImageNetSource(str(tmp_path / "val"), **kw).splits()
+    assert sorted(splits) == ["select", "train", "val"]
+    assert (len(splits["train"]), len(splits["select"]), len(splits["val"])) == (6, 3, 1)
+    labels = sorted(splits["train"].labels.tolist() + splits["select"].labels.tolist())
+    assert labels == [0] * 5 + [281] * 4
+    # every training image once: compare pixels with the files (decoded and cropped the same way)
+    pixels = [bytes(np.asarray(im)) for sp in ("train", "select") for im in splits[sp].images]
+    assert len(set(pixels)) == 9
+    again = ImageNetSource(str(tmp_path / "val"), **kw).splits()
+    assert np.array_equal(np.asarray(again["select"].images), np.asarray(splits["select"].images))
+
+
+def test_train_list_and_val_sharing_an_image_is_refused(tmp_path):
+    _write_images(tmp_path / "imgs", ["a.JPEG", "b.JPEG", "c.JPEG"])
+    (tmp_path / "val.txt").write_text("a.JPEG 0\nb.JPEG 1\n")
+    (tmp_path / "train.txt").write_text("c.JPEG 1\nb.JPEG 1\n")
+    src = ImageNetSource(str(tmp_path / "imgs"), val_txt=str(tmp_path / "val.txt"), image_size=16, num_classes=1000,
+                         train_root=str(tmp_path / "imgs"), train_txt=str(tmp_path / "train.txt"))
+    with pytest.raises(ValueError, match=r"b.JPEG is both a training image .*data.train_root.* and a val image"):
+        src.splits()
+    (tmp_path / "train.txt").write_text("c.JPEG 7\n")
+    splits = ImageNetSource(str(tmp_path / "imgs"), val_txt=str(tmp_path / "val.txt"), image_size=16,
+                            num_classes=1000, train_root=str(tmp_path / "imgs"),
+                            train_txt=str(tmp_path / "train.txt")).splits()
+    assert splits["train"].labels.tolist() == [7]
+
+
+@pytest.mark.parametrize("override, key", [
+    (["data.n_select=5"], "data.n_select"),  # no train_root to take them from
+    (["data.train_txt=/x.txt"], "data.train_txt"),
+    (["data.train_root=/t", "data.train_max_images=0"], "data.train_max_images"),
+])
+def test_training_image_keys_are_checked_at_compose(override, key):
+    from repshare.config import ConfigError, compose, validate_config
+
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        validate_config(compose(["experiment=real", "data.root=/v", *override]))

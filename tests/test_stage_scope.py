@@ -65,10 +65,15 @@ def test_real_mode_skips_what_cannot_exist_and_says_why(tmp_path):
     assert cfg.workload.name == "real" and [m.name for m in cfg.workload.models] == ["classifier", "detector"]
     colour = skip_reason("train_classifier_color", cfg)
     assert "'classifier_color'" in colour and "workload 'real'" in colour
-    for name in ("concurrency", "gemel", "branches", "self_merge", "kd_recover", "placement"):
+    for name in ("gemel", "branches", "self_merge", "kd_recover", "placement"):
         why = skip_reason(name, cfg)
-        assert "'train' split" in why and "data=imagenet has only val, calib" in why and "data=shapes" in why, name
-    # the same stages run when the data has a train split (e.g. a shapes-like real dataset)
+        assert "'train' split" in why and "data=imagenet has only val, calib" in why and "data.train_root" in why, name
+    # the concurrency score needs no data; only its accuracy proxy trains (off in the real presets)
+    assert skip_reason("concurrency", cfg) is None
+    with open_dict(cfg):
+        cfg.concurrency.proxy.archs_per_generator = 1
+    assert "concurrency.proxy.archs_per_generator=0" in skip_reason("concurrency", cfg)
+    # the same stages run when the data has a train split (data.train_root)
     _manifest(cfg, ("train", "val"))
     assert skip_reason("gemel", cfg) is None and skip_reason("train_classifier_color", cfg) is not None
 
@@ -99,7 +104,7 @@ def test_a_stage_decides_before_loading_any_input(tmp_path):
     """No model file, no features, no train split: a skipped stage must not reach for any of them."""
     import importlib
 
-    cfg = _cfg(tmp_path, "experiment=real", "data.root=/nowhere")
+    cfg = _cfg(tmp_path, "experiment=real", "data.root=/nowhere", "concurrency.proxy.archs_per_generator=1")
     _manifest(cfg, ("val",))
     for name in NEEDS:
         out = importlib.import_module(f"repshare.stages.{name}").run(cfg)
@@ -114,11 +119,23 @@ def _jpegs(folder: Path, n: int, seed: int) -> None:
             Image.fromarray(rng.integers(0, 255, (48, 56, 3), dtype=np.uint8)).save(folder / wnid / f"{k}.JPEG")
 
 
+def _dvc(root: Path, env: dict, *cmds: list[str]) -> str:
+    out = ""
+    for cmd in cmds:
+        proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=900)
+        assert proc.returncode == 0, (cmd, proc.stdout[-3000:] + proc.stderr[-3000:])
+        out += proc.stdout + proc.stderr
+    return out
+
+
 @pytest.mark.slow
-def test_dvc_repro_in_real_mode_runs_through_with_the_chance_guard_on_the_dashboard(tmp_path):
+def test_dvc_repro_in_real_mode_runs_every_method_once_training_images_are_given(tmp_path):
     """`dvc repro` (what `make run` does) with the real preset on ImageNet-layout JPEGs and random-init
-    weights: exit 0, the stages that cannot apply skipped with their reason, the chance guard on the
-    dashboard instead of correlations read as evidence."""
+    weights of the real architectures. Without training images: exit 0, the stages that need them skipped
+    with their reason, the concurrency score run (it needs no data), the chance guard on the dashboard.
+    Then the user adds ``data.train_root`` and ``data.n_select`` and reruns: every method runs (Gemel with
+    the unmerged detector's detections as its targets, MEEdge's branches on the classifier), and each
+    method's dashboard page shows its results."""
     root = tmp_path / "repo"
     for d in ("src", "conf", "pipelines"):
         shutil.copytree(REPO / d, root / d, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".*.tmp"))
@@ -131,25 +148,24 @@ def test_dvc_repro_in_real_mode_runs_through_with_the_chance_guard_on_the_dashbo
         if (REPO / d / ".gitignore").is_file():
             shutil.copy(REPO / d / ".gitignore", root / d / ".gitignore")
     _jpegs(tmp_path / "val", 24, 0)
+    _jpegs(tmp_path / "train", 40, 1)
     env = {**os.environ, "PYTHONPATH": str(root / "src"), "DVC_NO_ANALYTICS": "1", "WANDB_MODE": "disabled",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "OMP_NUM_THREADS": "1"}
     compose_args = ["experiment=real", "trainer=cpu", "capture.device=cpu", "sharing.device=cpu",
                     f"data.root={tmp_path / 'val'}", "data.calibration_images=8", "data.image_size=32",
                     "model.classifier.input_size=32", "model.classifier.weights=random",
                     "model.detector.weights=random", "model.detector.image_size=128", "logger=none",
-                    "capture.n_samples=16", "sharing.n_calibration=8"]
-    for cmd in ([sys.executable, "pipelines/compose.py", *compose_args], ["git", "init", "-q"],
-                ["git", "add", "-A"], ["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "init"]):
-        proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=120)
-        assert proc.returncode == 0, (cmd, proc.stderr[-2000:])
-    proc = subprocess.run(["dvc", "repro"], cwd=root, env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    log = proc.stdout + proc.stderr
-    for name in ("train_classifier_color", "concurrency", "gemel", "branches", "self_merge", "kd_recover", "placement"):
+                    "capture.n_samples=16", "sharing.n_calibration=8", "concurrency.trace_archs=[resnet18]",
+                    "concurrency.graphs_per_generator=2", "concurrency.staging_samples=4"]
+    log = _dvc(root, env, [sys.executable, "pipelines/compose.py", *compose_args], ["git", "init", "-q"],
+               ["git", "add", "-A"], ["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "init"],
+               ["dvc", "repro"])
+    for name in ("train_classifier_color", "gemel", "branches", "self_merge", "kd_recover", "placement"):
         assert f"{name}: skipped: " in log, name
+    assert "concurrency: skipped" not in log
     results = root / "results"
     verdicts = {p["paper"]: p["verdict"] for p in json.loads((results / "compare" / "verdicts.json").read_text())["papers"]}
-    assert verdicts["gemel"] == verdicts["meedge"] == verdicts["concurrency"] == "not tested"
+    assert verdicts["gemel"] == verdicts["meedge"] == "not tested" != verdicts["concurrency"]
     assert verdicts["cka"] == "inconclusive"  # random weights: at chance, so nothing can hold or fail
     claims = json.loads((results / "compare" / "claims.json").read_text())["claims"]
     cka = [c for c in claims if c["key"].startswith("cka.") and c["primary"]]
@@ -158,3 +174,23 @@ def test_dvc_repro_in_real_mode_runs_through_with_the_chance_guard_on_the_dashbo
     assert "Not interpretable: the unmerged classifier is at chance" in page
     assert "Workload &#39;real&#39;: classifier, detector" in (results / "report" / "index.html").read_text()
     assert json.loads((results / "metrics" / "detector.json").read_text())["not_measured"].startswith("data=imagenet")
+    traced = (results / "concurrency" / "workload.csv").read_text()
+    assert all(a in traced for a in ("tf_efficientnet_b0", "tf_efficientdet_d0", "resnet18"))
+
+    train_args = [f"data.train_root={tmp_path / 'train'}", "data.n_select=12", "gemel.steps=2", "gemel.batch_size=2",
+                  "gemel.max_iterations=1", "gemel.n_report=8", "gemel.decision.n_weights=4",
+                  "gemel.decision.n_boot=100", "gemel.teacher_score=0.0", "multiexit.features.n_train=20",
+                  "multiexit.features.batch_size=8"]
+    log = _dvc(root, env, [sys.executable, "pipelines/compose.py", *compose_args, *train_args], ["dvc", "repro"])
+    for name in ("concurrency", "gemel", "branches", "self_merge", "kd_recover", "placement"):
+        assert f"{name}: skipped" not in log and f"Running stage '{name}'" in log, name
+    manifest = json.loads((root / "data" / "prepared" / "manifest.json").read_text())["splits"]
+    assert {k: manifest[k]["n"] for k in ("train", "select", "val", "calib")} == {"train": 28, "select": 12, "val": 16,
+                                                                                  "calib": 8}
+    gemel = json.loads((results / "metrics" / "gemel.json").read_text())
+    assert gemel["tried"] == 1 and "skipped" not in gemel
+    assert "unmerged detector" in (results / "report" / "gemel.html").read_text()
+    zoo = json.loads((results / "branches" / "zoo" / "zoo.json").read_text())
+    assert zoo["num_classes"] == 1000 and zoo["n_select"] == 12 and zoo["select_source"] == "select split"
+    verdicts = {p["paper"]: p["verdict"] for p in json.loads((results / "compare" / "verdicts.json").read_text())["papers"]}
+    assert "not tested" not in (verdicts["gemel"], verdicts["meedge"])

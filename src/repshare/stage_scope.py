@@ -14,6 +14,7 @@ tested". ``tests/test_stage_scope.py`` checks each entry's ``outputs`` against `
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,7 @@ class Needs:
     models: tuple[str, ...] = ()  # workload models the stage trains or reads
     split: str | None = None  # a prepared split the stage trains on
     why: str = ""  # what the split is for (the skip message)
+    split_needed: Callable[[DictConfig], bool] | None = None  # None: always; else only when this says so
     outputs: tuple[str, ...] = ()  # dvc.yaml's outs, metrics and plots of the stage, relative to results/
 
 
@@ -41,7 +43,10 @@ NEEDS: dict[str, Needs] = {
         models=("classifier_color",),
         outputs=("models/classifier_color", "train_state/classifier_color", "metrics/classifier_color_run.json",
                  "metrics/classifier_color.json")),
-    "concurrency": Needs(split="train", why="proxy training of the generated networks",
+    # the score itself needs no data: only the accuracy proxy trains (concurrency.proxy.archs_per_generator)
+    "concurrency": Needs(split="train", why="proxy training of the generated networks (set "
+                                            "concurrency.proxy.archs_per_generator=0 to score without it)",
+                         split_needed=lambda cfg: int(cfg.concurrency.proxy.archs_per_generator) > 0,
                          outputs=_outs("concurrency", ("concurrency",), ("concurrency_cs", "concurrency_cs_latency"))),
     "gemel": Needs(split="train", why="joint retraining of the merged models",
                    outputs=_outs("gemel", ("gemel",), ("gemel_iterations", "gemel_frames"))),
@@ -77,10 +82,12 @@ def skip_reason(stage: str, cfg: DictConfig) -> str | None:
     if absent:
         return (f"workload {cfg.workload.name!r} ({', '.join(names)}) has no model {absent[0]!r}; it is part of "
                 f"workload=embedded (the generated shapes data)")
-    have = prepared_splits(cfg) if needs.split is not None else None
+    wanted = needs.split is not None and (needs.split_needed is None or needs.split_needed(cfg))
+    have = prepared_splits(cfg) if wanted else None
     if have is not None and needs.split not in have:
         return (f"it needs the prepared data's {needs.split!r} split ({needs.why}), and data={cfg.data.name} "
-                f"has only {', '.join(have)}; it runs on data=shapes (the embedded default)")
+                f"has only {', '.join(have)}; it runs on data=shapes (the embedded default), or on ImageNet-layout "
+                "data with data.train_root")
     return None
 
 

@@ -44,6 +44,28 @@ class _Weigh(fx.Interpreter):
         return out
 
 
+class _TimmLeafTracer(fx.Tracer):
+    """fx tracing with timm's own untraceable modules and functions kept whole (as timm's feature
+    extraction does): e.g. ``Conv2dSame``, whose padding depends on the input's shape, is one operator."""
+
+    def __init__(self):
+        from timm.layers import _fx
+
+        super().__init__(autowrap_functions=tuple(_fx.get_notrace_functions()))
+        self.leaves = tuple(_fx.get_notrace_modules())
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return isinstance(m, self.leaves) or super().is_leaf_module(m, qualname)
+
+
+def _timm_leaf_trace(model: nn.Module) -> fx.GraphModule:
+    """The fallback when plain ``symbolic_trace`` fails (models that trace plainly keep their graphs)."""
+    try:
+        return fx.GraphModule(model, _TimmLeafTracer().trace(model))
+    except Exception as err:  # fx raises many types; say which model and why
+        raise RuntimeError(f"torch.fx cannot trace {type(model).__name__}: {err}") from None
+
+
 @torch.no_grad()
 def operator_dag(model: nn.Module, example: torch.Tensor) -> nx.DiGraph:
     """The operator DAG of ``model`` on ``example`` (one image), vertices weighted by FLOPs and
@@ -51,8 +73,8 @@ def operator_dag(model: nn.Module, example: torch.Tensor) -> nx.DiGraph:
     model = model.eval()
     try:
         gm = fx.symbolic_trace(model)
-    except Exception as err:  # fx raises many types; say which model and why
-        raise RuntimeError(f"torch.fx cannot trace {type(model).__name__}: {err}") from None
+    except Exception:  # noqa: BLE001 - e.g. TF "same" padding computed from the input's shape
+        gm = _timm_leaf_trace(model)
     weigh = _Weigh(gm)
     weigh.run(example)
     dag = nx.DiGraph()

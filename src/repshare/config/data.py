@@ -56,6 +56,10 @@ class ImageNetDataConfig:
     allow_outside_root: bool  # list lines may name images outside data.root (refused by default)
     calibration_images: int  # > 0: a seeded `calib` split of that many images, taken out of val
     label_offset: int  # added to every val_txt index label: -1 maps a 1-based / 1001-class (background = 0) file
+    train_root: Optional[str]  # training images (either layout): a `train` split for Gemel and MEEdge
+    train_txt: Optional[str]  # label list of train_root (as val_txt); None = class subfolders
+    train_max_images: Optional[int]  # at most this many training images (drawn with the seed)
+    n_select: int  # images of the `select` split (decisions), taken out of the training images
     num_classes: int
     shard_size: int
     seed: int
@@ -107,6 +111,18 @@ def _shapes_fit_disk(n_train, root) -> str | None:
             f"at most {MAX_SHAPES_BYTES // 2**30} GiB")
 
 
+def _imagenet(root) -> bool:
+    return root.data.name == "imagenet"
+
+
+def _select_needs_train(n_select, root) -> str | None:
+    return None if not n_select or root.data.get("train_root") else "takes images out of data.train_root, which is null"
+
+
+def _list_needs_train(train_txt, root) -> str | None:
+    return None if train_txt is None or root.data.get("train_root") else "lists images of data.train_root, which is null"
+
+
 TARGETS = {"data._target_": tuple(SOURCES.values())}
 RULES: Table = [
     ("data.name", OneOf(*SCHEMAS)),  # checked first of all by validate_config, to pick the schema
@@ -122,7 +138,7 @@ RULES: Table = [
     ("data.max_objects", IntRange(1, 16)),
     ("data.n_distractors", IntRange(0, 64)),
     ("data.difficulty", Fraction()),
-    ("data.n_select", IntRange(0, MAX_COUNT)),
+    ("data.n_select", IntRange(0, MAX_COUNT), When(_imagenet, Check(_select_needs_train))),
     ("data.color_margin", Interval(0, 128, open_high=True)),
     # imagenet, coco
     ("data.root", NonEmpty()),
@@ -131,6 +147,9 @@ RULES: Table = [
     ("data.crop_pct", Interval(0, 1, open_low=True)),
     ("data.calibration_images", IntRange(0, MAX_COUNT)),
     ("data.label_offset", IntRange(-1, 0)),
+    ("data.train_root", OrNull(NonEmpty())),
+    ("data.train_txt", OrNull(NonEmpty()), When(_imagenet, Check(_list_needs_train))),
+    ("data.train_max_images", OrNull(IntRange(1, MAX_COUNT))),
     ("data.images_dir", NonEmpty()),
     ("data.annotations", NonEmpty()),
 ]

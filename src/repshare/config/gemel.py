@@ -72,6 +72,11 @@ class GemelConfig:
     eval_batch_size: int
     decision: GemelDecisionConfig
     control: bool  # also retrain without merging (the control row)
+    # The detector's targets: data (the split's boxes) | unmerged (the unmerged detector's own detections,
+    # accuracy relative to the original model: real mode on images without boxes)
+    detector_targets: str
+    teacher_score: float  # unmerged targets: detections kept at this score or above
+    teacher_max_boxes: int  # ... at most this many per image, highest scores first
     sim: GemelSimConfig
 
 
@@ -80,7 +85,18 @@ def _holdout_leaves_training(n, root) -> str | None:
     return None if have is None or n < have else f"must be below the train split's {have} images (data.n_train)"
 
 
+def _boxes_exist(targets, root) -> str | None:
+    detector = any(m.get("task") == "detection" for m in root.workload.models)
+    # without training images (data.train_root) the gemel stage is skipped, so nothing to check
+    if targets == "data" and detector and root.data.name == "imagenet" and root.data.get("train_root"):
+        return "data=imagenet has no boxes for the detector: use gemel.detector_targets=unmerged"
+    return None
+
+
 RULES: Table = [
+    ("gemel.detector_targets", OneOf("data", "unmerged"), Check(_boxes_exist)),
+    ("gemel.teacher_score", Interval(0, 1, open_high=True)),
+    ("gemel.teacher_max_boxes", IntRange(1, 1000)),
     ("gemel.target", Interval(0, 1, open_low=True)),
     ("gemel.max_iterations", IntRange(1, 1000)),
     ("gemel.init", OneOf("first", "mean")),

@@ -133,8 +133,9 @@ def _has_calib(split, root) -> str | None:
         return None
     if split == "calib" and root.data.name != "imagenet":
         return "only ImageNet data has a calib split (data.calibration_images)"
-    if split == "select" and not (root.data.name == "shapes" and (root.data.get("n_select") or 0) > 0):
-        return "only the shapes data has a select split (data.n_select > 0): with real data use calib (ImageNet, data.calibration_images) or train"
+    if split == "select" and not (root.data.name in ("shapes", "imagenet") and (root.data.get("n_select") or 0) > 0):
+        return ("needs a select split: data.n_select > 0 (shapes; ImageNet with data.train_root), or use calib "
+                "(ImageNet, data.calibration_images) or train")
     return None
 
 

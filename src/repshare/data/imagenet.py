@@ -19,6 +19,11 @@ that leaves it stops the stage naming the file and the line, unless ``allow_outs
 ``skip_missing``: a label list naming images that are not on disk (e.g. all 50,000 listed, a subset
 copied) fails by default; with ``skip_missing=true`` the images present are used and the number
 skipped is logged and recorded in the split's meta (``n_missing_skipped``).
+
+Training images (``train_root``, optionally ``train_txt``; either layout, the same class order as val)
+give a ``train`` split, and ``n_select`` of them (drawn with the seed) a ``select`` split: what Gemel's
+joint retraining and MEEdge's branches train and decide on in real mode. An image in both train and
+val is refused.
 """
 
 from __future__ import annotations
@@ -110,8 +115,12 @@ class ImageNetSource:
     def __init__(self, root: str, val_txt: str | None = None, synsets: str | None = None, image_size: int = 224,
                  crop_pct: float = 0.875, max_images: int | None = None, num_classes: int = 1000,
                  seed: int = 0, skip_missing: bool = False, calibration_images: int = 0,
-                 allow_outside_root: bool = False, label_offset: int = 0, **_: object):
+                 allow_outside_root: bool = False, label_offset: int = 0, train_root: str | None = None,
+                 train_txt: str | None = None, train_max_images: int | None = None, n_select: int = 0, **_: object):
         self.root = Path(root)
+        self.train_root = Path(train_root) if train_root else None
+        self.train_txt = Path(train_txt) if train_txt else None
+        self.train_max_images, self.n_select = train_max_images, int(n_select)
         self.val_txt = Path(val_txt) if val_txt else None
         self.synsets = Path(synsets) if synsets else None
         self.image_size, self.crop_pct = image_size, crop_pct
@@ -123,6 +132,11 @@ class ImageNetSource:
         self.n_missing_skipped = 0
         if not self.root.is_dir():
             raise FileNotFoundError(f"data.root={root!r} is not a directory")
+        if self.train_root is not None and not self.train_root.is_dir():
+            raise FileNotFoundError(f"data.train_root={train_root!r} is not a directory")
+        if self.n_select and self.train_root is None:
+            raise ValueError(f"data.n_select={self.n_select} takes the select images out of the training images: "
+                             "give data.train_root")
 
     def class_order(self) -> list[str] | None:
         """wnid per label: the synsets file, else the standard 1,000 for a 1,000-class model, else None."""
@@ -136,15 +150,15 @@ class ImageNetSource:
             return list(ilsvrc2012_synsets())
         return None
 
-    def _folder_items(self, wnids: list[str] | None) -> tuple[list[tuple[Path, int]], list[str]]:
-        dirs = sorted(d.name for d in self.root.iterdir() if d.is_dir())
+    def _folder_items(self, wnids: list[str] | None, root: Path, key: str) -> tuple[list[tuple[Path, int]], list[str]]:
+        dirs = sorted(d.name for d in root.iterdir() if d.is_dir())
         if not dirs:
-            raise ValueError(f"data.root={str(self.root)!r} has no class subfolders and no val_txt was given")
+            raise ValueError(f"data.{key}={str(root)!r} has no class subfolders and no label list was given")
         if wnids is None:
             if len(dirs) != self.num_classes:
                 # Sorted folder names are the labels only if all classes are there; a subset shifts them.
                 raise ValueError(
-                    f"data.root={str(self.root)!r} has {len(dirs)} class folders but data.num_classes="
+                    f"data.{key}={str(root)!r} has {len(dirs)} class folders but data.num_classes="
                     f"{self.num_classes}: the label of each folder is unknown. Give data.synsets (one wnid per "
                     "line, line index = label) or provide every class folder")
             wnids = dirs
@@ -154,49 +168,53 @@ class ImageNetSource:
             if d not in index:
                 where = f"data.synsets={str(self.synsets)!r}" if self.synsets else "the ILSVRC2012 synsets"
                 raise ValueError(f"class folder {d!r} is not in {where}; name folders by wnid or give data.synsets")
-            items += [(p, index[d]) for p in sorted((self.root / d).iterdir()) if p.suffix.lower() in IMAGE_EXTS]
+            items += [(p, index[d]) for p in sorted((root / d).iterdir()) if p.suffix.lower() in IMAGE_EXTS]
         return items, wnids
 
-    def _list_items(self, wnids: list[str] | None) -> list[tuple[Path, int]]:
+    def _list_items(self, wnids: list[str] | None, root: Path, listing: Path, key: str) -> list[tuple[Path, int]]:
         index = {w: k for k, w in enumerate(wnids or [])}
-        items = []
-        for line_no, name, label in read_val_lines(self.val_txt):
-            if not self.allow_outside_root and escapes_root(self.root, name):
-                raise ValueError(f"val_txt {self.val_txt} line {line_no}: {name!r} is outside data.root="
-                                 f"{str(self.root)!r} (an absolute path or '..'); set data.allow_outside_root=true "
+        items, what = [], f"{'val_txt' if key == 'root' else 'train_txt'} {listing}"
+        for line_no, name, label in read_val_lines(listing):
+            if not self.allow_outside_root and escapes_root(root, name):
+                raise ValueError(f"{what} line {line_no}: {name!r} is outside data.{key}="
+                                 f"{str(root)!r} (an absolute path or '..'); set data.allow_outside_root=true "
                                  "if the images really live there")
             if label.isdigit():
                 if int(label) + self.label_offset < 0:
-                    raise ValueError(f"val_txt {self.val_txt} line {line_no}: label {label} with data.label_offset="
+                    raise ValueError(f"{what} line {line_no}: label {label} with data.label_offset="
                                      f"{self.label_offset} is negative: the file is 0-based, set data.label_offset=0")
-                items.append((self.root / name, int(label) + self.label_offset))
+                items.append((root / name, int(label) + self.label_offset))
             elif label in index:
-                items.append((self.root / name, index[label]))
+                items.append((root / name, index[label]))
             else:
-                raise ValueError(f"val_txt {self.val_txt}: wnid label {label!r} of {name} is not in "
+                raise ValueError(f"{what}: wnid label {label!r} of {name} is not in "
                                  + ("the class order" if wnids else f"any synsets list (data.num_classes="
                                     f"{self.num_classes}: give data.synsets)"))
         return items
 
     def items(self) -> tuple[list[tuple[Path, int]], list[str] | None]:
-        wnids = self.class_order()
-        if self.val_txt is not None:
-            items = self._list_items(wnids)
+        """The val images (root, val_txt) and the class order."""
+        return self._items(self.class_order(), self.root, self.val_txt, self.max_images, "root", self.seed)
+
+    def _items(self, wnids: list[str] | None, root: Path, listing: Path | None, max_images: int | None, key: str,
+               seed: int) -> tuple[list[tuple[Path, int]], list[str] | None]:
+        if listing is not None:
+            items = self._list_items(wnids, root, listing, key)
         else:
-            items, wnids = self._folder_items(wnids)
+            items, wnids = self._folder_items(wnids, root, key)
         for path, label in items:
             if label >= self.num_classes:
                 raise ValueError(
                     f"label {label} of {path.name} >= data.num_classes={self.num_classes} (labels are 0-based "
                     "in the standard wnid order: a 1001-class file with 0 = background, or 1-based labels, needs "
                     "data.label_offset=-1; the devkit's ILSVRC2012_IDs, in another order, need converting)")
-        items = self._drop_missing(items)
-        if self.max_images is not None and len(items) > self.max_images:
-            pick = np.sort(np.random.default_rng(self.seed).choice(len(items), self.max_images, replace=False))
+        items = self._drop_missing(items, root, key)
+        if max_images is not None and len(items) > max_images:
+            pick = np.sort(np.random.default_rng(seed).choice(len(items), max_images, replace=False))
             items = [items[k] for k in pick]
         return items, wnids
 
-    def _drop_missing(self, items: list[tuple[Path, int]]) -> list[tuple[Path, int]]:
+    def _drop_missing(self, items: list[tuple[Path, int]], root: Path, key: str) -> list[tuple[Path, int]]:
         present = [it for it in items if it[0].is_file()]
         missing = len(items) - len(present)
         self.n_missing_skipped = 0
@@ -204,8 +222,8 @@ class ImageNetSource:
             return items
         first = next(p for p, _ in items if not p.is_file())
         if not present:  # whatever skip_missing says: the list and the folder do not match at all
-            raise FileNotFoundError(f"none of the {len(items)} listed images is under data.root={self.root}, e.g. "
-                                    f"{first} (list paths are relative to data.root)")
+            raise FileNotFoundError(f"none of the {len(items)} listed images is under data.{key}={root}, e.g. "
+                                    f"{first} (list paths are relative to data.{key})")
         if not self.skip_missing:
             raise FileNotFoundError(
                 f"missing image file: {first} ({missing} of {len(items)} listed images are not on disk); "
@@ -233,7 +251,30 @@ class ImageNetSource:
             calib = np.zeros(len(items), bool)
             calib[np.random.default_rng(self.seed + 1).choice(len(items), self.calibration_images, replace=False)] = True
             parts = {"val": [it for it, c in zip(items, calib) if not c], "calib": [it for it, c in zip(items, calib) if c]}
+        if self.train_root is not None:
+            parts.update(self._train_parts(wnids, {p.resolve() for p, _ in items}))
         return {name: self._split(its, meta) for name, its in parts.items()}
+
+    def _train_parts(self, wnids: list[str] | None, val_files: set[Path]) -> dict[str, list[tuple[Path, int]]]:
+        """``train`` (and ``select``: ``n_select`` images drawn with the seed, taken out of train) from
+        ``train_root``, in val's class order; an image that is also a val image is refused (it would be
+        trained or decided on and then reported)."""
+        items, _ = self._items(wnids, self.train_root, self.train_txt, self.train_max_images, "train_root",
+                               self.seed + 3)
+        if not items:
+            raise ValueError(f"no images found under data.train_root={self.train_root}")
+        both = next((p for p, _ in items if p.resolve() in val_files), None)
+        if both is not None:
+            raise ValueError(f"{both} is both a training image (data.train_root) and a val image (data.root): "
+                             "train and val must not share images")
+        if not self.n_select:
+            return {"train": items}
+        if not 0 < self.n_select < len(items):
+            raise ValueError(f"data.n_select={self.n_select} must be in 0..{len(items) - 1} ({len(items)} training "
+                             "images found)")
+        sel = np.zeros(len(items), bool)
+        sel[np.random.default_rng(self.seed + 2).choice(len(items), self.n_select, replace=False)] = True
+        return {"train": [it for it, c in zip(items, sel) if not c], "select": [it for it, c in zip(items, sel) if c]}
 
     def _split(self, items: list[tuple[Path, int]], meta: dict) -> Split:
         size, crop = self.image_size, self.crop_pct

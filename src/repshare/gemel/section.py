@@ -212,6 +212,8 @@ def section(st: Study, workload: str, quoted: dict, select_name: str, rows_sanit
         "Query accuracy = mean over the models of (report accuracy x fraction of its frames processed); the "
         "slides do not define it and the reference code stops at per-model throughput.",
         "BatchNorm layers are never shared (per-model statistics), as in the reference.",
+        *([f"Detector targets (images without boxes): {quoted['detector_targets']}; its accuracy is relative to "
+           "the original model's, as Gemel measures it."] if "detector_targets" in quoted else []),
         "Retraining durations are in results/metrics/gemel_run.json, not here (outputs must not depend on the clock).",
     ]
     return ReportSection(

@@ -144,7 +144,9 @@ def comparison_rows(st: PlacementStudy, s: PlacementSettings, wl_bytes: int, n_f
                        {"variant": r["variant"], "budget_bytes": r["budget_bytes"], "branch_bytes_loaded":
                         r["memory_bytes"], "bytes_saved_by_merging": int(r["bytes_saved_by_merging"]),
                         "n_branches": r["n_branches"], "selected": r["selected"], "mae_select": r["mae"],
-                        "gap_to_optimum_pct": r["gap_pct"], "dfs_nodes": r["nodes"]}))
+                        # undefined (NaN) when the optimum's value is 0: strict JSON has no NaN
+                        "gap_to_optimum_pct": r["gap_pct"] if math.isfinite(r["gap_pct"]) else None,
+                        "dfs_nodes": r["nodes"]}))
     val_mae = {b["name"]: b["mae"].value for b in st.bars}
     for n, b in st.baselines.items():
         br = st.base_rows[n]

@@ -53,17 +53,21 @@ def settings(cfg: DictConfig) -> StudySettings:
 
 
 def workload_dags(cfg: DictConfig) -> list[WorkloadDag]:
-    """Each distinct architecture of the workload, built with its trained weights (the one weight reader
-    checks the file), and each ``concurrency.trace_archs`` timm model, traced into operator DAGs; the same
-    architecture twice is traced once."""
+    """Each distinct architecture of the workload and each ``concurrency.trace_archs`` timm model, traced
+    into operator DAGs; the same architecture twice is traced once. Trained workload models are built with
+    their weights (the one weight reader checks the file); published or checkpoint weights are not read
+    (real mode: an operator DAG does not depend on the weights' values, and the score runs offline)."""
     from repshare.models.classifier import build_classifier
     from repshare.models.detector import build_detector
-    from repshare.models.load import model_kwargs
+    from repshare.models.load import model_kwargs, weights_source
     from repshare.workload import workload_models
 
     seen: dict[str, dict] = {}
     for m in workload_models(cfg.workload) if cfg.concurrency.score_workload else []:
-        kw = model_kwargs(cfg, m.name)  # FileNotFoundError names the missing trained weights
+        trained = weights_source(cfg, m.name) == "trained"
+        kw = model_kwargs(cfg, m.name, use_trained=trained)  # FileNotFoundError names missing trained weights
+        if not trained:
+            kw.update(weights="random", checkpoint_path=None, pretrained=False)
         mc = cfg.model[m.name]
         size = int(mc.image_size) if m.task == "detection" else int(mc.input_size or 224)
         key = f"{m.task}:{mc.arch}:{mc.num_classes}:{size}"

@@ -22,6 +22,7 @@ from repshare.gemel.models import Member
 from repshare.gemel.retrain import RetrainSettings
 from repshare.gemel.simulate import SimSettings, budgets
 from repshare.gemel.study import DecisionSettings, Settings, Splits, run as run_study
+from repshare.gemel.teacher import with_unmerged_targets
 from repshare.gemel.timing import CostModel
 from repshare.utils.io import atomic_dir, write_json
 from repshare.workload import workload_bytes, workload_models
@@ -111,13 +112,16 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         cost = CostModel(g.sim.cost.load_gb_per_s, g.sim.cost.tflops, g.sim.cost.run_overhead_ms)
     except ValueError as err:
         raise ConfigError(str(err)) from None
+    device = resolve_device({"gpu": "cuda", "auto": "auto"}.get(cfg.trainer.accelerator, "cpu"))
     data = load_splits(cfg)
+    if g.detector_targets == "unmerged":  # images without boxes: the original detector's detections are the targets
+        data = with_unmerged_targets(data, models, members, g.teacher_score, g.teacher_max_boxes, g.eval_batch_size,
+                                     device)
     measured = None
     if g.sim.timing == "measured":
         weights = {n: model_dir(cfg, n) / "model.safetensors" for n in models}
         measured = measure_times(models, members, weights, g.sim.n_timing, resolve_device(g.sim.device),
                                  data.report.images.shape[1])
-    device = resolve_device({"gpu": "cuda", "auto": "auto"}.get(cfg.trainer.accelerator, "cpu"))
     sim = SimSettings(g.sim.fps, g.sim.sla_ms, g.sim.duration_s, g.sim.batch_size)
     st = run_study(models, members, instances, groups, data, settings(cfg), sim, budget_list, claim,
                    None if measured else cost, measured, device)
@@ -128,7 +132,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
               "n_weights": g.decision.n_weights, "decision_alpha": g.decision.alpha, "n_boot": g.decision.n_boot,
               "timing": ("measured on this machine (median of repeats; spread in the table)" if measured else
                          f"cost model: {g.sim.cost.load_gb_per_s} GB/s loading, {g.sim.cost.tflops} TFLOP/s, "
-                         f"{g.sim.cost.run_overhead_ms} ms per frame overhead (docs/methods/gemel.md)")}
+                         f"{g.sim.cost.run_overhead_ms} ms per frame overhead (docs/methods/gemel.md)"),
+              **({"detector_targets": data.select.meta["boxes"]} if g.detector_targets == "unmerged" else {})}
     section = sec.section(st, cfg.workload.name, quoted, data.select_name,
                           sec.sanity(st, st.found.bytes_total, st.found.bytes_distinct, g.target), g.target)
     metrics = files.metrics(st, its, rows)
