@@ -357,3 +357,28 @@ def test_a_bad_value_is_one_line_and_exit_2_from_the_command_line(tmp_path):
                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1 and "placement.variants" in lines[0], proc.stderr
+
+
+def test_a_corrupt_training_jpeg_is_one_line_and_the_prepared_data_stays(tmp_path, capsys):
+    """Real mode with training images: a truncated JPEG under data.train_root stops prepare with one line
+    naming the file, exit 2, and the data prepared before (val only) is untouched."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for folder in ("val", "train"):
+        for wnid in ("n01440764", "n01443537"):
+            (tmp_path / folder / wnid).mkdir(parents=True)
+            for k in range(3):
+                Image.fromarray(rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)).save(tmp_path / folder / wnid / f"{k}.JPEG")
+    cfg = compose(["experiment=real", f"data.root={tmp_path / 'val'}", "data.image_size=16"])
+    with open_dict(cfg):
+        cfg.paths.data_dir = str(tmp_path / "data")
+    prepare(cfg)
+    manifest = (prepared_dir(cfg) / "manifest.json").read_bytes()
+    bad = tmp_path / "train" / "n01443537" / "1.JPEG"
+    bad.write_bytes(bad.read_bytes()[:40])
+    code, err = _stage_exit(prepare, ["--params", str(_params(cfg, tmp_path, data__train_root=str(tmp_path / "train"),
+                                                              data__n_select=2))], capsys)
+    assert code == 2 and len(err.splitlines()) == 1 and str(bad) in err
+    assert (prepared_dir(cfg) / "manifest.json").read_bytes() == manifest
