@@ -49,7 +49,7 @@ def test_kept_detections_are_those_at_or_above_the_score_in_image_pixels():
     assert out.box_offsets.tolist() == [0, 2, 3]  # A, B | C (D's 0.3 < 0.5)
     np.testing.assert_array_equal(out.boxes, [[0, 0, 10, 10], [15, 15, 25, 25], [2, 4, 12, 20]])
     assert out.box_classes.tolist() == [0, 1, 1]  # 0-based, as the prepared data
-    assert "score >= 0.5" in out.meta["boxes"]
+    assert "score >= 0.5" in out.meta["box_source"]
     one = unmerged_boxes(StubDetector(), _member(), _split(), 0.0, 1, 2, "cpu")
     assert one.box_offsets.tolist() == [0, 1, 2] and one.box_classes.tolist() == [0, 1]  # A | C
 

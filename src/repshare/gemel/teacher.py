@@ -45,7 +45,7 @@ def unmerged_boxes(model: torch.nn.Module, member: Member, split: Split, score: 
     return dataclasses.replace(
         split, boxes=np.concatenate(boxes) if boxes else np.zeros((0, 4), np.float32),
         box_classes=np.concatenate(classes) if classes else np.zeros(0, np.int64), box_offsets=offsets,
-        meta={**split.meta, "boxes": f"the unmerged {member.spec.name}'s detections (score >= {score}, "
+        meta={**split.meta, "box_source": f"the unmerged {member.spec.name}'s detections (score >= {score}, "
                                      f"<= {max_boxes} per image)"})
 
 
@@ -58,8 +58,9 @@ def with_unmerged_targets(splits, models: dict[str, torch.nn.Module], members: d
     if not dets:
         return splits
     if len(dets) > 1:
-        raise ValueError(f"gemel.detector_targets=unmerged: the workload has {len(dets)} detectors ({', '.join(dets)}); "
-                         "the prepared data holds one set of boxes per image, so only one is supported")
+        raise ValueError(f"gemel.detector_targets=unmerged: the workload has {len(dets)} detectors "
+                         f"({', '.join(dets)}); the prepared data holds one set of boxes per image, so only one "
+                         "is supported")
     name = dets[0]
     out = {k: unmerged_boxes(models[name], members[name], getattr(splits, k), score, max_boxes, batch_size, device)
            for k in ("train", "select", "report")}

@@ -133,7 +133,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
               "timing": ("measured on this machine (median of repeats; spread in the table)" if measured else
                          f"cost model: {g.sim.cost.load_gb_per_s} GB/s loading, {g.sim.cost.tflops} TFLOP/s, "
                          f"{g.sim.cost.run_overhead_ms} ms per frame overhead (docs/methods/gemel.md)"),
-              **({"detector_targets": data.select.meta["boxes"]} if g.detector_targets == "unmerged" else {})}
+              **({"detector_targets": data.select.meta["box_source"]} if "box_source" in data.select.meta else {})}
     section = sec.section(st, cfg.workload.name, quoted, data.select_name,
                           sec.sanity(st, st.found.bytes_total, st.found.bytes_distinct, g.target), g.target)
     metrics = files.metrics(st, its, rows)
